@@ -1,0 +1,109 @@
+"""One attention entry point for every family.
+
+Masks are expressed as per-token segment ids ([batch, seq] int32, 0 = padding): a query sees
+only keys of its own non-zero segment. Padded batches use one segment per row; packed batches
+put several sequences in a row. Behind the entry point:
+  - "xla": einsum attention with an additive mask (exact; the only CPU path, fastest there);
+  - "cudnn": jax.nn.dot_product_attention(implementation="cudnn") for padded rows on GPU;
+  - "pallas": our flash-attention kernel (tei_jax.kernels.flash_attention).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
+_MASK_VALUE = -1e30
+
+
+def resolve_implementation(name: str | None, backend: str | None = None) -> str:
+    """Map 'auto' (or None) to the implementation to use on this backend."""
+    name = (name or "auto").lower()
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {', '.join(IMPLEMENTATIONS)}, got {name!r}")
+    if name != "auto":
+        return name
+    return "xla"
+
+
+def alibi_slopes(num_heads: int) -> jnp.ndarray:
+    """ALiBi head slopes (Press et al.), including the non-power-of-two interleave."""
+    import math
+
+    def powers(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        slopes = powers(num_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(num_heads))
+        slopes = powers(closest) + powers(2 * closest)[0::2][: num_heads - closest]
+    return jnp.asarray(slopes, dtype=jnp.float32)
+
+
+def _xla_attention(q, k, v, segment_ids, causal, bias, slopes, scale):
+    batch, q_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    if kv_heads != heads:  # grouped-query attention: repeat kv heads
+        k = jnp.repeat(k, heads // kv_heads, axis=2)
+        v = jnp.repeat(v, heads // kv_heads, axis=2)
+    logits = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+    allowed = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
+    if causal:
+        allowed = allowed & jnp.tril(jnp.ones((q_len, q_len), dtype=bool))[None]
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if slopes is not None:
+        pos = jnp.arange(q_len)
+        distance = jnp.abs(pos[:, None] - pos[None, :]).astype(jnp.float32)
+        logits = logits - slopes[None, :, None, None] * distance[None, None]
+    logits = jnp.where(allowed[:, None], logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bknh->bqnh", probs, v)
+
+
+def _cudnn_attention(q, k, v, segment_ids, causal, bias, scale):
+    lengths = jnp.sum(segment_ids > 0, axis=1).astype(jnp.int32)
+    if bias is not None:
+        bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, scale=scale, is_causal=causal,
+        query_seq_lengths=lengths, key_value_seq_lengths=lengths, implementation="cudnn",
+    )
+
+
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    segment_ids: jax.Array,
+    *,
+    causal: bool = False,
+    bias: jax.Array | None = None,
+    alibi: jax.Array | None = None,
+    scale: float | None = None,
+    implementation: str = "xla",
+) -> jax.Array:
+    """Attention over [batch, seq, heads, head_dim] tensors with segment-id masking.
+
+    `bias` is additive, broadcastable to [batch, heads, q, k]; `alibi` is a [heads] slope
+    vector (symmetric -slope*|i-j|). Returns [batch, seq, heads, head_dim] in q's dtype.
+    """
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    if implementation == "pallas":
+        from ..kernels.flash_attention import flash_attention
+
+        return flash_attention(
+            q, k, v, segment_ids=segment_ids, bias=bias, alibi_slopes=alibi,
+            causal=causal, sm_scale=scale,
+        )
+    if implementation == "cudnn":
+        if alibi is not None:
+            pos = jnp.arange(q.shape[1])
+            distance = jnp.abs(pos[:, None] - pos[None, :]).astype(jnp.float32)
+            alibi_bias = -alibi[None, :, None, None] * distance[None, None]
+            bias = alibi_bias if bias is None else bias + alibi_bias
+        return _cudnn_attention(q, k, v, segment_ids, causal, bias, scale)
+    return _xla_attention(q, k, v, segment_ids, causal, bias, alibi, scale)

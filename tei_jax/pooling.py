@@ -1,0 +1,77 @@
+"""Pooling of hidden states into one vector per sequence, and the vector post-processing.
+
+A batch row may hold several sequences (packing): token t of row r belongs to slot
+segment_ids[r, t] (1..slots, 0 = padding). Every pooling returns [rows, slots, width], so
+padded batches (one slot per row) and packed batches share one code path. Pooling runs in
+float32 whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _slot_masks(segment_ids: jax.Array, slots: int) -> jax.Array:
+    """[rows, seq, slots] boolean: token belongs to slot s+1."""
+    return segment_ids[:, :, None] == jnp.arange(1, slots + 1, dtype=segment_ids.dtype)
+
+
+def _gather_tokens(hidden: jax.Array, index: jax.Array) -> jax.Array:
+    """hidden [rows, seq, d], index [rows, slots] -> [rows, slots, d]."""
+    return jnp.take_along_axis(hidden, index[:, :, None], axis=1)
+
+
+def pool(hidden: jax.Array, segment_ids: jax.Array, slots: int, mode: str) -> jax.Array:
+    """Pool hidden states [rows, seq, d] per slot with `mode` -> float32 [rows, slots, d]."""
+    masks = _slot_masks(segment_ids, slots)
+    hidden32 = hidden.astype(jnp.float32)
+    if mode == "cls":
+        return _gather_tokens(hidden32, jnp.argmax(masks, axis=1))
+    if mode == "last_token":
+        seq = masks.shape[1]
+        return _gather_tokens(hidden32, seq - 1 - jnp.argmax(masks[:, ::-1], axis=1))
+    if mode in ("max", "splade"):
+        fill = 0.0 if mode == "splade" else -jnp.inf
+        values = jnp.log1p(jax.nn.relu(hidden32)) if mode == "splade" else hidden32
+        per_slot = [jnp.max(jnp.where(masks[:, :, s, None], values, fill), axis=1) for s in range(slots)]
+        return jnp.stack(per_slot, axis=1)
+    weights = masks.astype(jnp.float32)
+    if mode == "weightedmean":  # sentence-transformers: weight = 1-based position in the sequence
+        weights = weights * jnp.cumsum(weights, axis=1)
+    sums = jnp.einsum("rls,rld->rsd", weights, hidden32)
+    totals = jnp.maximum(jnp.sum(weights, axis=1), 1e-9)[:, :, None]
+    if mode == "mean_sqrt_len":
+        return sums / jnp.sqrt(totals)
+    if mode in ("mean", "weightedmean"):
+        return sums / totals
+    raise ValueError(f"unknown pooling mode {mode!r}")
+
+
+def truncate_and_normalize(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka truncation, then L2 normalisation (TEI's order)."""
+    if dimensions is not None:
+        vectors = vectors[..., :dimensions]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def sparse_entries(vector: np.ndarray) -> list[dict]:
+    """Non-zero entries of a SPLADE vector as TEI's [{index, value}] in ascending index order."""
+    (indices,) = np.nonzero(vector)
+    return [{"index": int(i), "value": float(vector[i])} for i in indices]
+
+
+def scores_from_logits(logits: np.ndarray, raw_scores: bool) -> np.ndarray:
+    """TEI's scores: raw logits, or sigmoid for one label and softmax for several."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if raw_scores:
+        return logits
+    if logits.shape[-1] == 1:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=-1, keepdims=True)

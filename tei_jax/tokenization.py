@@ -1,0 +1,205 @@
+"""Text (or token ids) -> model inputs, with TEI's validation, truncation and prompts.
+
+The tokenizer.json of many models carries fixed padding and truncation settings; we switch
+them off and keep three read-only tokenizers (no truncation, truncate right, truncate left) so
+concurrent request threads never mutate shared state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence, Union
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import EmptyInputError, ModelLoadError, TokenizerError, ValidationError
+
+Input = Union[str, Sequence[int]]
+CHARS_PER_TOKEN_LIMIT = 250  # TEI's character guard: max_input_length * 250
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One tokenized queue entry."""
+
+    input_ids: tuple[int, ...]
+    type_ids: tuple[int, ...]
+    chars: int  # what x-compute-characters counts for this input
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def normalize_direction(direction: str) -> str:
+    value = str(direction).lower()
+    if value not in ("left", "right"):
+        raise ValidationError(f"`truncation_direction` must be Left or Right, got {direction!r}")
+    return value
+
+
+class Tokenizer:
+    """Encodes singles and pairs for one model with TEI's rules."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        max_input_length: int,
+        prompts: dict[str, str] | None = None,
+        default_prompt: str | None = None,
+    ):
+        path = Path(model_dir) / "tokenizer.json"
+        if not path.is_file():
+            raise ModelLoadError(f"{model_dir}: tokenizer.json is required (a fast tokenizer)")
+        try:
+            self._plain = HFTokenizer.from_file(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: cannot be read by tokenizers ({exc})") from exc
+        self._plain.no_padding()
+        self._plain.no_truncation()
+        self._truncating = {}
+        for direction in ("right", "left"):
+            tok = HFTokenizer.from_file(str(path))
+            tok.no_padding()
+            tok.enable_truncation(max_input_length, stride=0, strategy="longest_first", direction=direction)
+            self._truncating[direction] = tok
+        self.max_input_length = max_input_length
+        self.prompts = dict(prompts or {})
+        self.default_prompt = default_prompt
+        self.vocab_size = self._plain.get_vocab_size(with_added_tokens=True)
+
+    # Prompts -----------------------------------------------------------------------------
+    def prompt_text(self, prompt_name: str | None) -> str | None:
+        """The text to prepend: the named prompt, else the default prompt, else None."""
+        if prompt_name is None:
+            return self.default_prompt
+        if prompt_name not in self.prompts:
+            raise ValidationError(
+                f"`default-prompt-name` is set to `{prompt_name}` but it was not found in the "
+                f"Sentence Transformers prompts. Available prompts: {sorted(self.prompts)}"
+            )
+        return self.prompts[prompt_name]
+
+    # Encoding ----------------------------------------------------------------------------
+    def _ids_to_text(self, ids: Sequence[int], skip_special: bool) -> str:
+        if len(ids) == 0:
+            raise EmptyInputError("`inputs` cannot be empty")
+        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i >= self.vocab_size]
+        if bad:
+            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not in the vocabulary")
+        return self._plain.decode(list(ids), skip_special_tokens=skip_special)
+
+    def _char_guard(self, text: str, truncate: bool, share: int) -> str:
+        limit = self.max_input_length * CHARS_PER_TOKEN_LIMIT
+        chars = len(text)
+        if chars <= limit:
+            return text
+        if not truncate:
+            raise ValidationError(
+                f"Input validation error: `inputs` must have less than {limit} characters. Given: {chars}"
+            )
+        raw = text.encode("utf-8")[: limit // share]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:  # TEI cuts only on a char boundary; otherwise leaves it
+            return text
+
+    def encode(
+        self,
+        inputs: Input,
+        *,
+        truncate: bool,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+        pair: str | None = None,
+        add_special_tokens: bool = True,
+    ) -> Encoded:
+        """Validate and tokenize one input (or a pair) into a queue entry."""
+        direction = normalize_direction(truncation_direction)
+        prompt = self.prompt_text(prompt_name)
+        if pair is not None and prompt_name is not None:
+            raise ValidationError("`prompt_name` cannot be set with dual inputs")
+        if pair is not None:
+            prompt = None
+        special = add_special_tokens
+        if isinstance(inputs, str):
+            if inputs == "":
+                raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+            text, chars = inputs, len(inputs)
+        else:
+            ids = list(inputs)
+            chars = len(ids)
+            if prompt is None:
+                text = self._ids_to_text(ids, skip_special=False)
+                special = False
+            else:
+                text = self._ids_to_text(ids, skip_special=True)
+        if pair is not None and pair == "":
+            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+        if prompt:
+            text = prompt + text
+        share = 2 if pair is not None else 1
+        text = self._char_guard(text, truncate, share)
+        if pair is not None:
+            pair = self._char_guard(pair, truncate, share)
+            chars += len(pair)
+        tokenizer = self._truncating[direction] if truncate else self._plain
+        try:
+            encoding = tokenizer.encode(text, pair, add_special_tokens=special)
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error: {exc}") from exc
+        n = len(encoding.ids)
+        if n > self.max_input_length:
+            raise ValidationError(
+                f"Input validation error: `inputs` must have less than {self.max_input_length} "
+                f"tokens. Given: {n}"
+            )
+        if n == 0:
+            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+        return Encoded(tuple(encoding.ids), tuple(encoding.type_ids), chars)
+
+    # /tokenize and /decode -----------------------------------------------------------------
+    def tokenize(self, text: str, add_special_tokens: bool = True, prompt_name: str | None = None) -> list[dict]:
+        """TEI's /tokenize tokens: id, text, special, and byte offsets into (prompt + text)."""
+        if text == "":
+            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+        prompt = self.prompt_text(prompt_name)
+        full = (prompt or "") + text
+        full = self._char_guard(full, truncate=False, share=1)
+        try:
+            encoding = self._plain.encode(full, add_special_tokens=add_special_tokens)
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error: {exc}") from exc
+        byte_at = _char_to_byte_offsets(full)
+        tokens = []
+        for token_id, token, special_mask, (start, stop) in zip(
+            encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+        ):
+            is_special = bool(special_mask)
+            if is_special:
+                tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
+            else:
+                tokens.append({
+                    "id": token_id, "text": full[start:stop], "special": False,
+                    "start": byte_at[start], "stop": byte_at[stop],
+                })
+        return tokens
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        if len(ids) == 0:
+            raise EmptyInputError("`input_ids` cannot be empty")
+        try:
+            return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error: {exc}") from exc
+
+
+def _char_to_byte_offsets(text: str) -> list[int]:
+    """offsets[i] = byte offset of character i in UTF-8 (with one past the end)."""
+    offsets = [0] * (len(text) + 1)
+    total = 0
+    for i, ch in enumerate(text):
+        offsets[i] = total
+        total += len(ch.encode("utf-8"))
+    offsets[len(text)] = total
+    return offsets

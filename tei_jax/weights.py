@@ -1,0 +1,139 @@
+"""safetensors (single file or sharded index) -> parameter pytree.
+
+A family describes where each of its parameters lives in the published checkpoint; the
+`WeightReader` here loads tensors one at a time, straight into the target dtype on the
+device (so a bfloat16 7B model never has a float32 copy in host memory), remembers which names
+were used, and reports the ones left over or missing by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+
+from .errors import ModelLoadError
+
+# Buffers that checkpoints carry but no computation reads.
+_IGNORED_SUFFIXES = ("position_ids", "rotary_emb.inv_freq", "num_batches_tracked")
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    """The checkpoint files of a folder: model.safetensors or the shards of its index."""
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ModelLoadError(f"{index}: field 'weight_map' is missing")
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    if (model_dir / "pytorch_model.bin").is_file():
+        raise ModelLoadError(
+            f"{model_dir}: only pytorch_model.bin found; convert it to model.safetensors "
+            "(safetensors' convert script or `model.save_pretrained(..., safe_serialization=True)`)"
+        )
+    raise ModelLoadError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+class WeightReader:
+    """Lazy access to checkpoint tensors by name, tracking what was used."""
+
+    def __init__(self, files: Sequence[Path], dtype, prefixes: Iterable[str] = ("",)):
+        self.dtype = dtype
+        self._handles = [safe_open(str(path), framework="flax") for path in files]
+        self._where = {}
+        for handle in self._handles:
+            for name in handle.keys():
+                self._where[name] = handle
+        # Pick the prefix the checkpoint uses (e.g. "bert." in *ForSequenceClassification).
+        self.prefix = next(
+            (p for p in prefixes if any(n.startswith(p) for n in self._where) and p), ""
+        )
+        self._used: set[str] = set()
+
+    def names(self) -> list[str]:
+        return sorted(self._where)
+
+    def has(self, name: str, prefixed: bool = True) -> bool:
+        return self._full(name, prefixed) in self._where
+
+    def _full(self, name: str, prefixed: bool) -> str:
+        return self.prefix + name if prefixed else name
+
+    def raw(self, name: str, prefixed: bool = True):
+        full = self._full(name, prefixed)
+        if full not in self._where:
+            raise ModelLoadError(f"weight '{full}' is missing from the checkpoint")
+        self._used.add(full)
+        return self._where[full].get_tensor(full)
+
+    def get(self, name: str, prefixed: bool = True, dtype=None):
+        """A tensor cast to the target dtype."""
+        return jnp.asarray(self.raw(name, prefixed), dtype=dtype or self.dtype)
+
+    def mark_used(self, names: Iterable[str]) -> None:
+        """Declare checkpoint names that are deliberately not loaded (e.g. an unused pooler)."""
+        self._used.update(n for n in names if n in self._where)
+
+    def unused(self) -> list[str]:
+        return sorted(
+            n for n in self._where if n not in self._used and not n.endswith(_IGNORED_SUFFIXES)
+        )
+
+    # Helpers that produce flax-layout parameter dicts.
+    def linear(self, name: str, bias: bool = True, prefixed: bool = True) -> dict:
+        """torch Linear [out, in] -> flax Dense {'kernel': [in, out], 'bias'}."""
+        params = {"kernel": self.get(f"{name}.weight", prefixed).T}
+        if bias:
+            params["bias"] = self.get(f"{name}.bias", prefixed)
+        return params
+
+    def fused_linear(self, names: Sequence[str], bias: bool = True, prefixed: bool = True) -> dict:
+        """Several Linears sharing an input, concatenated along the output (fused QKV)."""
+        parts = [self.linear(n, bias, prefixed) for n in names]
+        params = {"kernel": jnp.concatenate([p["kernel"] for p in parts], axis=1)}
+        if bias:
+            params["bias"] = jnp.concatenate([p["bias"] for p in parts])
+        return params
+
+    def norm(self, name: str, bias: bool = True, prefixed: bool = True) -> dict:
+        """A norm's scale (and bias); old TF-converted checkpoints call them gamma/beta."""
+        legacy = not self.has(f"{name}.weight", prefixed) and self.has(f"{name}.gamma", prefixed)
+        params = {"scale": self.get(f"{name}.{'gamma' if legacy else 'weight'}", prefixed)}
+        if bias:
+            params["bias"] = self.get(f"{name}.{'beta' if legacy else 'bias'}", prefixed)
+        return params
+
+    def embedding(self, name: str, prefixed: bool = True) -> dict:
+        return {"embedding": self.get(f"{name}.weight", prefixed)}
+
+    def check_all_used(self) -> None:
+        leftover = self.unused()
+        if leftover:
+            shown = ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else "")
+            raise ModelLoadError(f"{len(leftover)} checkpoint weights are not used by the model: {shown}")
+
+
+def load_dense_module(path: Path, in_features: int, out_features: int, bias: bool, dtype) -> dict:
+    """A sentence-transformers Dense module's `linear` weights as a flax Dense dict."""
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(f"{path}: Dense module needs model.safetensors (pytorch_model.bin is not read)")
+    reader = WeightReader([weights], dtype)
+    params = reader.linear("linear", bias=bias)
+    if params["kernel"].shape != (in_features, out_features):
+        raise ModelLoadError(
+            f"{weights}: linear.weight has shape {tuple(params['kernel'].shape[::-1])}, "
+            f"config says ({out_features}, {in_features})"
+        )
+    return params
+
+
+def to_numpy(array) -> np.ndarray:
+    return np.asarray(array)
