@@ -9,15 +9,17 @@ into a batch.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import ShapePolicy
+from .batching import BatchShape, PackedBatch, ShapePolicy
 from .config import ModelSpec
 from .models.architecture import Architecture
 from .models.heads import DenseStack
@@ -60,9 +62,10 @@ class Engine:
             self._dense = DenseStack(layers)
             self.params["dense"] = {f"dense_{i}": p for i, p in enumerate(dense_params)}
         self.tasks = tasks_for(spec)
-        self._compiled: dict[tuple[str, int, int], Callable] = {}
+        self._compiled: dict[tuple[str, BatchShape], Callable] = {}
+        self._compiling: dict[tuple[str, BatchShape], Future] = {}
         self._lock = threading.Lock()
-        self._jitted = {task: jax.jit(self._make_forward(task)) for task in self.tasks}
+        self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5) for task in self.tasks}
         self.compile_seconds = 0.0
 
     # The traced function ------------------------------------------------------------------
@@ -70,17 +73,17 @@ class Engine:
         encoder, head, spec = self.arch.encoder, self.arch.head, self.spec
         dense = self._dense
 
-        def forward(params, input_ids, type_ids, position_ids, segment_ids):
+        def forward(params, input_ids, type_ids, position_ids, segment_ids, slots):
             hidden = encoder.apply({"params": params["encoder"]}, input_ids, type_ids, position_ids, segment_ids)
             if task == EMBED_ALL:
                 return hidden.astype(jnp.float32)
             if task == PREDICT:
-                pooled = pool(hidden, segment_ids, 1, self.arch.classifier_pooling)[:, 0]
+                pooled = pool(hidden, segment_ids, slots, self.arch.classifier_pooling)
                 return head.apply({"params": params["head"]}, pooled)
             if spec.pooling == "splade":
                 logits = head.apply({"params": params["head"]}, hidden)
-                return pool(logits, segment_ids, 1, "splade")[:, 0]
-            pooled = pool(hidden, segment_ids, 1, spec.pooling)[:, 0]
+                return pool(logits, segment_ids, slots, "splade")
+            pooled = pool(hidden, segment_ids, slots, spec.pooling)
             if dense is not None:
                 pooled = dense.apply({"params": params["dense"]}, pooled)
             return pooled
@@ -93,76 +96,132 @@ class Engine:
         """How many (task, shape) functions have been compiled."""
         return len(self._compiled)
 
-    def compiled_shapes(self) -> list[tuple[str, int, int]]:
+    def compiled_shapes(self) -> list[tuple[str, BatchShape]]:
         return sorted(self._compiled)
 
-    def _executable(self, task: str, rows: int, seq: int) -> Callable:
-        key = (task, rows, seq)
+    def _executable(self, task: str, shape: BatchShape) -> Callable:
+        """The compiled function for (task, shape); compiles it once, whichever thread asks."""
+        key = (task, shape)
         fn = self._compiled.get(key)
         if fn is not None:
             return fn
         with self._lock:
-            fn = self._compiled.get(key)
-            if fn is None:
-                start = time.perf_counter()
-                ints = jax.ShapeDtypeStruct((rows, seq), jnp.int32)
-                fn = self._jitted[task].lower(self.params, ints, ints, ints, ints).compile()
-                self.compile_seconds += time.perf_counter() - start
-                self._compiled[key] = fn
+            if key in self._compiled:
+                return self._compiled[key]
+            future = self._compiling.get(key)
+            owner = future is None
+            if owner:
+                future = self._compiling[key] = Future()
+        if not owner:
+            return future.result()
+        try:
+            start = time.perf_counter()
+            ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32)
+            fn = self._jitted[task].lower(self.params, ints, ints, ints, ints, shape.slots).compile()
+        except BaseException as exc:
+            with self._lock:
+                del self._compiling[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            self.compile_seconds += time.perf_counter() - start
+            self._compiled[key] = fn
+            del self._compiling[key]
+        future.set_result(fn)
         return fn
 
-    def warmup(self, tasks: Sequence[str] | None = None, shapes=None, progress: Callable | None = None) -> int:
-        """Compile every shape of the policy for the given tasks; returns how many were new."""
+    def warmup(self, tasks: Sequence[str] | None = None, shapes: Sequence[BatchShape] | None = None,
+               progress: Callable | None = None, workers: int | None = None) -> int:
+        """Compile every shape of the policy for the given tasks, several at a time (XLA
+        compiles without holding the GIL); returns how many were new.
+
+        `progress(done, total, task, shape)` is called after each compilation."""
         tasks = tuple(tasks or self.tasks)
         shapes = list(shapes or self.policy.shapes())
-        todo = [(t, r, s) for t in tasks for r, s in shapes if (t, r, s) not in self._compiled]
-        for i, (task, rows, seq) in enumerate(todo, 1):
-            self._executable(task, rows, seq)
-            if progress is not None:
-                progress(i, len(todo), task, rows, seq)
+        todo = [(t, s) for t in tasks for s in shapes if (t, s) not in self._compiled]
+        # Largest shapes first: they take longest, so the pool drains evenly.
+        todo.sort(key=lambda key: -key[1].tokens)
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tei-jax-compile") as pool:
+            futures = [pool.submit(self._executable, task, shape) for task, shape in todo]
+            for done, (future, (task, shape)) in enumerate(zip(futures, todo), 1):
+                future.result()
+                if progress is not None:
+                    progress(done, len(todo), task, shape)
         return len(todo)
 
     # Running ------------------------------------------------------------------------------
-    def _arrays(self, items: Sequence[Encoded], rows: int, seq: int):
-        input_ids = np.zeros((rows, seq), np.int32)
-        type_ids = np.zeros((rows, seq), np.int32)
-        position_ids = np.zeros((rows, seq), np.int32)
-        segment_ids = np.zeros((rows, seq), np.int32)
-        pad = int(self.spec.config.get("pad_token_id") or 0)
-        input_ids[:] = pad if 0 <= pad < self.spec.vocab_size else 0
+    def arrays(self, items: Sequence[Encoded], batch: PackedBatch) -> tuple[np.ndarray, ...]:
+        """Host arrays for a batch: ids, token types, positions, segment ids [rows, width]."""
+        rows, width, _ = batch.shape
+        input_ids = np.full((rows, width), self._pad_id, np.int32)
+        type_ids = np.zeros((rows, width), np.int32)
+        position_ids = np.zeros((rows, width), np.int32)
+        segment_ids = np.zeros((rows, width), np.int32)
         offset = self.spec.position_offset
-        positions = np.arange(seq, dtype=np.int32) + offset
-        for row, item in enumerate(items):
+        for item, (row, start, slot) in zip(items, batch.placements):
             n = len(item.input_ids)
-            input_ids[row, :n] = item.input_ids
+            end = start + n
+            input_ids[row, start:end] = item.input_ids
             if self.arch.uses_token_types:
-                type_ids[row, :n] = item.type_ids
-            position_ids[row, :n] = positions[:n]
-            segment_ids[row, :n] = 1
+                type_ids[row, start:end] = item.type_ids
+            position_ids[row, start:end] = np.arange(offset, offset + n, dtype=np.int32)
+            segment_ids[row, start:end] = slot + 1
         return input_ids, type_ids, position_ids, segment_ids
 
-    def run(self, task: str, items: Sequence[Encoded], shape: tuple[int, int] | None = None) -> list[np.ndarray]:
-        """Run one batch; returns one float32 array per item (pooled vector, logits, or
-        [len, hidden] token states for embed_all)."""
+    @property
+    def _pad_id(self) -> int:
+        pad = self.spec.config.get("pad_token_id")
+        return pad if isinstance(pad, int) and 0 <= pad < self.spec.vocab_size else 0
+
+    def dispatch(self, task: str, items: Sequence[Encoded], batch: PackedBatch):
+        """Start a batch on the device and return without waiting (JAX dispatch is async)."""
         if task not in self.tasks:
             raise ValueError(f"task {task!r} is not available for this model ({', '.join(self.tasks)})")
-        if shape is None:
-            seq = self.policy.seq_bucket(max(len(i) for i in items))
-            shape = (self.policy.row_bucket(len(items), seq), seq)
-        rows, seq = shape
-        if len(items) > rows or max(len(i) for i in items) > seq:
-            raise ValueError(f"{len(items)} items do not fit the shape {shape}")
-        fn = self._executable(task, rows, seq)
-        out = np.asarray(fn(self.params, *self._arrays(items, rows, seq)))
+        if len(items) != len(batch.placements):
+            raise ValueError(f"{len(items)} items for {len(batch.placements)} placements")
+        return self._executable(task, batch.shape)(self.params, *self.arrays(items, batch))
+
+    @staticmethod
+    def collect(task: str, items: Sequence[Encoded], batch: PackedBatch, output) -> list[np.ndarray]:
+        """Wait for a dispatched batch and split its output per item (float32 numpy)."""
+        out = np.asarray(output)
         if task == EMBED_ALL:
-            return [out[i, : len(item)] for i, item in enumerate(items)]
-        return [out[i] for i in range(len(items))]
+            return [out[p.row, p.start : p.start + len(item)] for item, p in zip(items, batch.placements)]
+        return [out[p.row, p.slot] for p in batch.placements]
+
+    def run(self, task: str, items: Sequence[Encoded], batch: PackedBatch | None = None) -> list[np.ndarray]:
+        """Run one batch (planned here if not given; it must then fit one batch); returns one
+        float32 array per item: pooled vector, logits, or [len, hidden] token states."""
+        if batch is None:
+            batches = self.policy.plan([len(i) for i in items])
+            if len(batches) != 1:
+                raise ValueError(f"{len(items)} items do not fit one batch; use run_all")
+            batch = batches[0]
+            items = [items[i] for i in batch.indices]
+            outputs = self.collect(task, items, batch, self.dispatch(task, items, batch))
+            result: list = [None] * len(items)
+            for index, output in zip(batch.indices, outputs):
+                result[index] = output
+            return result
+        return self.collect(task, items, batch, self.dispatch(task, items, batch))
 
     def run_all(self, task: str, items: Sequence[Encoded]) -> list[np.ndarray]:
-        """Plan batches for any number of items and run them in order (the library path)."""
+        """Plan batches for any number of items and run them, keeping the device busy: the
+        next batch is dispatched before the previous one's result is read back."""
         results: list[np.ndarray | None] = [None] * len(items)
-        for indices, shape in self.policy.plan([len(i) for i in items]):
-            outputs = self.run(task, [items[i] for i in indices], shape)
-            for index, output in zip(indices, outputs):
-                results[index] = output
+        pending = None
+        for batch in self.policy.plan([len(i) for i in items]):
+            members = [items[i] for i in batch.indices]
+            handle = (batch, members, self.dispatch(task, members, batch))
+            if pending is not None:
+                self._store(task, pending, results)
+            pending = handle
+        if pending is not None:
+            self._store(task, pending, results)
         return results  # type: ignore[return-value]
+
+    def _store(self, task, pending, results) -> None:
+        batch, members, output = pending
+        for index, value in zip(batch.indices, self.collect(task, members, batch, output)):
+            results[index] = value

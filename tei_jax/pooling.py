@@ -23,6 +23,15 @@ def _gather_tokens(hidden: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take_along_axis(hidden, index[:, :, None], axis=1)
 
 
+def _segment_max(values: jax.Array, segment_ids: jax.Array, slots: int) -> jax.Array:
+    """Max over each slot's tokens -> [rows, slots, d]; max is order-free, so deterministic."""
+    rows, seq, width = values.shape
+    flat = jnp.where(segment_ids > 0, jnp.arange(rows)[:, None] * slots + segment_ids - 1, rows * slots)
+    out = jax.ops.segment_max(values.reshape(rows * seq, width), flat.reshape(-1), num_segments=rows * slots + 1)
+    out = out[: rows * slots].reshape(rows, slots, width)
+    return jnp.where(jnp.isfinite(out), out, 0.0)  # empty slots
+
+
 def pool(hidden: jax.Array, segment_ids: jax.Array, slots: int, mode: str) -> jax.Array:
     """Pool hidden states [rows, seq, d] per slot with `mode` -> float32 [rows, slots, d]."""
     masks = _slot_masks(segment_ids, slots)
@@ -33,10 +42,8 @@ def pool(hidden: jax.Array, segment_ids: jax.Array, slots: int, mode: str) -> ja
         seq = masks.shape[1]
         return _gather_tokens(hidden32, seq - 1 - jnp.argmax(masks[:, ::-1], axis=1))
     if mode in ("max", "splade"):
-        fill = 0.0 if mode == "splade" else -jnp.inf
         values = jnp.log1p(jax.nn.relu(hidden32)) if mode == "splade" else hidden32
-        per_slot = [jnp.max(jnp.where(masks[:, :, s, None], values, fill), axis=1) for s in range(slots)]
-        return jnp.stack(per_slot, axis=1)
+        return _segment_max(values, segment_ids, slots)
     weights = masks.astype(jnp.float32)
     if mode == "weightedmean":  # sentence-transformers: weight = 1-based position in the sequence
         weights = weights * jnp.cumsum(weights, axis=1)

@@ -1,9 +1,11 @@
 """safetensors (single file or sharded index) -> parameter pytree.
 
 A family describes where each of its parameters lives in the published checkpoint; the
-`WeightReader` here loads tensors one at a time, straight into the target dtype on the
-device (so a bfloat16 7B model never has a float32 copy in host memory), remembers which names
-were used, and reports the ones left over or missing by name.
+`WeightReader` here reads tensors one at a time as NumPy arrays already in the target dtype
+(so a bfloat16 7B model never has a float32 copy in host memory), does the layout work
+(transposes, fusing) on the host, where it compiles nothing, and remembers which names were
+used so leftovers and missing names are reported by name. `to_device` then moves the finished
+tree to the accelerator leaf by leaf, freeing each host array as it goes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 from safetensors import safe_open
 
@@ -45,8 +47,8 @@ class WeightReader:
     """Lazy access to checkpoint tensors by name, tracking what was used."""
 
     def __init__(self, files: Sequence[Path], dtype, prefixes: Iterable[str] = ("",)):
-        self.dtype = dtype
-        self._handles = [safe_open(str(path), framework="flax") for path in files]
+        self.dtype = np.dtype(dtype)
+        self._handles = [safe_open(str(path), framework="numpy") for path in files]
         self._where = {}
         for handle in self._handles:
             for name in handle.keys():
@@ -73,9 +75,11 @@ class WeightReader:
         self._used.add(full)
         return self._where[full].get_tensor(full)
 
-    def get(self, name: str, prefixed: bool = True, dtype=None):
-        """A tensor cast to the target dtype."""
-        return jnp.asarray(self.raw(name, prefixed), dtype=dtype or self.dtype)
+    def get(self, name: str, prefixed: bool = True, dtype=None) -> np.ndarray:
+        """A host tensor cast to the target dtype (no copy when it already has it)."""
+        tensor = self.raw(name, prefixed)
+        target = np.dtype(dtype) if dtype is not None else self.dtype
+        return tensor if tensor.dtype == target else tensor.astype(target)
 
     def mark_used(self, names: Iterable[str]) -> None:
         """Declare checkpoint names that are deliberately not loaded (e.g. an unused pooler)."""
@@ -89,7 +93,7 @@ class WeightReader:
     # Helpers that produce flax-layout parameter dicts.
     def linear(self, name: str, bias: bool = True, prefixed: bool = True) -> dict:
         """torch Linear [out, in] -> flax Dense {'kernel': [in, out], 'bias'}."""
-        params = {"kernel": self.get(f"{name}.weight", prefixed).T}
+        params = {"kernel": np.ascontiguousarray(self.get(f"{name}.weight", prefixed).T)}
         if bias:
             params["bias"] = self.get(f"{name}.bias", prefixed)
         return params
@@ -97,9 +101,9 @@ class WeightReader:
     def fused_linear(self, names: Sequence[str], bias: bool = True, prefixed: bool = True) -> dict:
         """Several Linears sharing an input, concatenated along the output (fused QKV)."""
         parts = [self.linear(n, bias, prefixed) for n in names]
-        params = {"kernel": jnp.concatenate([p["kernel"] for p in parts], axis=1)}
+        params = {"kernel": np.concatenate([p["kernel"] for p in parts], axis=1)}
         if bias:
-            params["bias"] = jnp.concatenate([p["bias"] for p in parts])
+            params["bias"] = np.concatenate([p["bias"] for p in parts])
         return params
 
     def norm(self, name: str, bias: bool = True, prefixed: bool = True) -> dict:
@@ -133,6 +137,17 @@ def load_dense_module(path: Path, in_features: int, out_features: int, bias: boo
             f"config says ({out_features}, {in_features})"
         )
     return params
+
+
+def to_device(tree) -> dict:
+    """Move a host parameter tree to the default device one leaf at a time, dropping each host
+    array once it is copied, so peak memory stays near one copy of the weights."""
+    leaves, treedef = jax.tree.flatten(tree)
+    del tree
+    for i, leaf in enumerate(leaves):
+        leaves[i] = jax.device_put(leaf)
+        del leaf
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def to_numpy(array) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tei_jax.batching import ShapePolicy, padding_efficiency, seq_ladder
+from tei_jax.batching import ShapePolicy, padding_efficiency, row_ladder, seq_ladder
 
 
 def test_seq_ladder_is_increasing_multiples_of_16_and_covers_max():
@@ -17,7 +17,7 @@ def test_seq_ladder_is_increasing_multiples_of_16_and_covers_max():
 
 def test_max_rows_respects_budget_and_request_cap():
     policy = ShapePolicy(512, max_batch_tokens=4096, max_batch_requests=16)
-    for rows, seq in policy.shapes():
+    for rows, seq, _slots in policy.shapes():
         assert rows * seq <= 4096 and rows <= 16
     assert policy.max_rows(512) == 8
 
@@ -28,22 +28,41 @@ def test_plan_covers_every_item_once_within_shapes(seed):
     lengths = list(rng.integers(1, 257, size=int(rng.integers(1, 300))))
     policy = ShapePolicy(256, max_batch_tokens=2048)
     plan = policy.plan(lengths)
-    seen = sorted(i for members, _ in plan for i in members)
+    seen = sorted(i for batch in plan for i in batch.indices)
     assert seen == list(range(len(lengths)))
     allowed = set(policy.shapes())
-    for members, (rows, seq) in plan:
-        assert (rows, seq) in allowed
-        assert len(members) <= rows
-        assert max(lengths[i] for i in members) <= seq
-    efficiency = padding_efficiency(lengths, [shape for _, shape in plan])
-    assert 0 < efficiency <= 1
+    for batch in plan:
+        assert batch.shape in allowed
+        occupied = {}
+        for index, (row, start, slot) in zip(batch.indices, batch.placements):
+            assert row < batch.shape.rows and slot < batch.shape.slots
+            assert start + lengths[index] <= batch.shape.width
+            for t in range(start, start + lengths[index]):  # no two items share a token
+                assert occupied.setdefault((row, t), index) == index
+        assert batch.real_tokens == sum(lengths[i] for i in batch.indices)
+    assert padding_efficiency(plan) > 0.8
 
 
-def test_plan_groups_short_items_apart_from_long_ones():
+def test_short_items_fill_holes_but_never_open_wide_rows():
     policy = ShapePolicy(512, max_batch_tokens=16384)
-    plan = policy.plan([500] + [5] * 31)
-    shapes = sorted(shape for _, shape in plan)
-    assert shapes == [(1, 512), (32, 16)]
+    plan = policy.plan([400] + [5] * 100)
+    wide, narrow = plan
+    assert wide.shape.width == 464 and wide.shape.rows == 1
+    assert len(wide.indices) > 1  # short items packed into the long row's free space
+    assert narrow.shape.width == 64 and wide.real_tokens + narrow.real_tokens == 900
+
+
+def test_unpacked_policy_puts_one_item_per_row():
+    policy = ShapePolicy(256, max_batch_tokens=2048, packing=False)
+    for batch in policy.plan([3, 17, 40, 200, 5]):
+        assert batch.shape.slots == 1
+        assert len({p.row for p in batch.placements}) == len(batch.indices)
+
+
+def test_row_ladder_and_request_cap():
+    assert row_ladder(256)[:8] == [1, 2, 3, 4, 6, 8, 12, 16]
+    policy = ShapePolicy(128, max_batch_tokens=4096, max_batch_requests=5)
+    assert all(len(b.indices) <= 5 for b in policy.plan([4] * 23))
 
 
 def test_too_long_raises():

@@ -178,3 +178,24 @@ def test_info_fields(model):
     info = model.info
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert info["model_dtype"] == "float32" and info["max_input_length"] == 128
+
+
+@pytest.mark.parametrize("head", ["base", "classification", "masked_lm"])
+def test_packed_and_padded_batches_agree(head):
+    """Several sequences per row (packing) must give what one sequence per row gives."""
+    folder = tm.make_model("roberta", head, num_labels=2)
+    pooling = {"base": "cls", "classification": None, "masked_lm": "splade"}[head]
+    packed = tm.load_cached(folder, pooling=pooling)
+    padded = tm.load_cached(folder, pooling=pooling, packing=False)
+    texts = tm.random_texts(np.random.default_rng(21), 12, 1, 25)
+    plan = packed.engine.policy.plan([len(packed.tokenizer.encode(t, truncate=True)) for t in texts])
+    assert max(len(set(p.row for p in b.placements)) < len(b.placements) for b in plan)  # really packed
+    if head == "classification":
+        a = packed.predict([[t] for t in texts], raw_scores=True)
+        b = padded.predict([[t] for t in texts], raw_scores=True)
+        assert np.allclose([[r["score"] for r in x] for x in a], [[r["score"] for r in x] for x in b], atol=1e-5)
+        return
+    assert np.abs(packed.embed(texts, normalize=False) - padded.embed(texts, normalize=False)).max() < 1e-5
+    if head == "base":
+        for x, y in zip(packed.embed_all(texts), padded.embed_all(texts)):
+            assert np.abs(x - y).max() < 1e-5
