@@ -44,6 +44,10 @@ _DENSE_ACTIVATIONS = {
     "torch.nn.modules.activation.GELU": "gelu",
     "torch.nn.modules.activation.Sigmoid": "sigmoid",
 }
+# The remote-code Qwen2 embedders (gte-Qwen2-*-instruct, stella) name this AutoModel; TEI
+# appends <|endoftext|> to their single and pair inputs, which their tokenizer.json does not add.
+REMOTE_QWEN2_MODEL = "modeling_qwen.Qwen2Model"
+_REMOTE_QWEN2_EOS = ("<|endoftext|>", 151643)
 # Families whose position ids start after the padding index (TEI's position offset).
 _OFFSET_FAMILIES = ("roberta", "xlm-roberta", "camembert")
 
@@ -98,6 +102,7 @@ class ModelSpec:
     default_prompt_name: str | None = None
     dense: list[DenseSpec] = field(default_factory=list)
     has_normalize_module: bool = False
+    appended_token: tuple[str, int] | None = None  # (text, id) added after each input
 
     @property
     def hidden_size(self) -> int:
@@ -136,15 +141,28 @@ def _model_kind(config: dict, pooling: str | None, path: Path) -> tuple[str, str
         if arch.endswith("Classification"):
             if pooling is not None:
                 log.warning("`--pooling` is ignored for classifier model %s", arch)
-            if not config.get("id2label"):
-                raise ModelLoadError(f"{path}: field 'id2label' is required for a classifier")
-            kind = "reranker" if len(config["id2label"]) == 1 else "classifier"
+            kind = "reranker" if len(_id2label(config, path)) == 1 else "classifier"
             return kind, None
     if pooling == "splade":
         raise ModelLoadError(
             f"{path}: field 'architectures' has no *ForMaskedLM entry, needed for SPLADE pooling"
         )
     return "embedding", pooling
+
+
+def _id2label(config: dict, path: Path) -> dict[int, str]:
+    """Labels of a classifier. transformers 5 leaves the default labels (LABEL_0, LABEL_1)
+    out of config.json, so a missing id2label falls back to num_labels (default 2)."""
+    labels = config.get("id2label")
+    if labels:
+        try:
+            return {int(k): str(v) for k, v in labels.items()}
+        except (AttributeError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: field 'id2label' must map integer ids to names") from exc
+    count = config.get("num_labels", 2)
+    if not isinstance(count, int) or count < 1:
+        raise ModelLoadError(f"{path}: field 'id2label' is missing and 'num_labels' is not a positive int")
+    return {i: f"LABEL_{i}" for i in range(count)}
 
 
 def _pooling_from_folder(model_dir: Path, model_type: str) -> str:
@@ -233,6 +251,12 @@ def _prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     return dict(prompts), default if default in prompts else None
 
 
+def is_remote_qwen2(config: dict, model_type: str) -> bool:
+    """TEI's test: model_type qwen2 with auto_map.AutoModel == modeling_qwen.Qwen2Model."""
+    auto_map = config.get("auto_map")
+    return model_type == "qwen2" and isinstance(auto_map, dict) and auto_map.get("AutoModel") == REMOTE_QWEN2_MODEL
+
+
 def load_spec(
     model_dir: Path,
     pooling: str | None = None,
@@ -252,7 +276,6 @@ def load_spec(
     if kind == "embedding" and pooling_name is None:
         pooling_name = _pooling_from_folder(model_dir, model_type)
     offset = int(config.get("pad_token_id") or 0) + 1 if model_type in _OFFSET_FAMILIES else 0
-    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
     dense, has_normalize = _dense_modules(model_dir, dense_path) if kind == "embedding" else ([], False)
     if pooling_name == "splade":
         dense = []
@@ -264,11 +287,12 @@ def load_spec(
         architectures=list(config.get("architectures") or []),
         kind=kind,
         pooling=pooling_name,
-        id2label=id2label if kind != "embedding" else {},
+        id2label=_id2label(config, config_file) if kind != "embedding" else {},
         max_input_length=_base_input_length(model_dir, config, offset),
         position_offset=offset,
         prompts=prompts,
         default_prompt_name=default_prompt_name,
         dense=dense,
         has_normalize_module=has_normalize,
+        appended_token=_REMOTE_QWEN2_EOS if is_remote_qwen2(config, model_type) else None,
     )

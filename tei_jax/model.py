@@ -25,7 +25,7 @@ from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
 from .tokenization import Encoded, Input, Tokenizer
-from .weights import WeightReader, load_dense_module, safetensors_files
+from .weights import WeightReader, load_dense_module, safetensors_files, to_device
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,14 @@ class Model:
         return self.engine.compile_count
 
     @property
+    def embedding_dim(self) -> int:
+        """Width of a pooled embedding, counting a family's own projection (Qwen3 `linear`)."""
+        projected = self.engine.arch.output_size
+        if projected and not self.spec.dense and self.spec.pooling != "splade":
+            return projected
+        return self.spec.embedding_dim
+
+    @property
     def info(self) -> dict:
         """TEI's /info fields that belong to the model (the server adds its own limits)."""
         if self.kind == "embedding":
@@ -122,7 +130,7 @@ class Model:
         if dimensions is not None:
             if dimensions <= 0:
                 raise ValidationError("`dimensions` should be positive")
-            if dimensions > self.spec.embedding_dim:
+            if dimensions > self.embedding_dim:
                 raise ValidationError("`dimensions` should be smaller than the maximum embedding dimension.")
 
     def prepare_embed(self, inputs, *, normalize=True, truncate=None, truncation_direction="right",
@@ -285,6 +293,7 @@ def load(
     max_batch_requests: int | None = None,
     auto_truncate: bool = True,
     attention: str = "auto",
+    packing: bool = True,
     dense_path: str | None = None,
     default_prompt_name: str | None = None,
     default_prompt: str | None = None,
@@ -316,14 +325,17 @@ def load(
     if prompt is None:
         name = default_prompt_name or spec.default_prompt_name
         prompt = spec.prompts.get(name) if name else None
-    tokenizer = Tokenizer(spec.model_dir, max_input_length, spec.prompts, prompt)
+    tokenizer = Tokenizer(spec.model_dir, max_input_length, spec.prompts, prompt, spec.appended_token)
     jdtype = DTYPES[dtype]
-    arch = models.build(spec, jdtype, resolve_implementation(attention, jax.default_backend()))
+    implementation = resolve_implementation(attention, jax.default_backend())
+    arch = models.build(spec, jdtype, implementation)
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
-    params = arch.load_params(reader)
+    params = to_device(arch.load_params(reader))
     if reader.unused():
         log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
-    dense = [load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32) for d in spec.dense]
-    policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests)
+    dense = [to_device(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32)) for d in spec.dense]
+    # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
+    policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
+                         packing=packing and implementation != "cudnn")
     engine = Engine(spec, arch, params, policy, dense)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)

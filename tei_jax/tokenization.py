@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import processors
 
 from .errors import EmptyInputError, ModelLoadError, TokenizerError, ValidationError
 
@@ -47,6 +48,7 @@ class Tokenizer:
         max_input_length: int,
         prompts: dict[str, str] | None = None,
         default_prompt: str | None = None,
+        appended_token: tuple[str, int] | None = None,
     ):
         path = Path(model_dir) / "tokenizer.json"
         if not path.is_file():
@@ -57,10 +59,12 @@ class Tokenizer:
             raise ModelLoadError(f"{path}: cannot be read by tokenizers ({exc})") from exc
         self._plain.no_padding()
         self._plain.no_truncation()
+        _append_token(self._plain, appended_token)
         self._truncating = {}
         for direction in ("right", "left"):
             tok = HFTokenizer.from_file(str(path))
             tok.no_padding()
+            _append_token(tok, appended_token)
             tok.enable_truncation(max_input_length, stride=0, strategy="longest_first", direction=direction)
             self._truncating[direction] = tok
         self.max_input_length = max_input_length
@@ -192,6 +196,21 @@ class Tokenizer:
             return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except Exception as exc:
             raise TokenizerError(f"tokenizer error: {exc}") from exc
+
+
+def _append_token(tokenizer: HFTokenizer, token: tuple[str, int] | None) -> None:
+    """Add `token` after the single input and after each input of a pair, behind whatever
+    post-processing the tokenizer already does (TEI's rule for remote-code Qwen2 models)."""
+    if token is None:
+        return
+    text = token[0]
+    template = processors.TemplateProcessing(
+        single=f"$A:0 {text}:0", pair=f"$A:0 {text}:0 $B:1 {text}:1", special_tokens=[token]
+    )
+    existing = tokenizer.post_processor
+    if isinstance(existing, processors.TemplateProcessing):  # tokenizers cannot chain two templates
+        raise ModelLoadError(f"tokenizer.json: a TemplateProcessing post_processor cannot be followed by {text}")
+    tokenizer.post_processor = template if existing is None else processors.Sequence([existing, template])
 
 
 def _char_to_byte_offsets(text: str) -> list[int]:

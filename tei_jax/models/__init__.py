@@ -10,10 +10,10 @@ from types import ModuleType
 
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from . import bert, distilbert
+from . import bert, decoder, distilbert, gte, jina, modernbert, mpnet, nomic
 from .architecture import Architecture
 
-_FAMILIES: list[ModuleType] = [bert, distilbert]
+_FAMILIES: list[ModuleType] = [bert, distilbert, decoder, nomic, jina, gte, modernbert, mpnet]
 
 
 def _matches(module: ModuleType, spec: ModelSpec) -> bool:

@@ -27,4 +27,5 @@ class Architecture:
     classifier_pooling: str = "cls"
     uses_token_types: bool = False
     checkpoint_prefixes: tuple[str, ...] = ("",)
+    output_size: int | None = None  # per-token width when a projection follows the stack (Qwen3 `linear`)
 

@@ -43,7 +43,18 @@ def alibi_slopes(num_heads: int) -> jnp.ndarray:
     return jnp.asarray(slopes, dtype=jnp.float32)
 
 
-def _xla_attention(q, k, v, segment_ids, causal, bias, slopes, scale):
+def _within_window(q_len: int, window: int) -> jax.Array:
+    """[q, k] boolean: key within `window` positions of the query (either side, inclusive)."""
+    pos = jnp.arange(q_len)
+    return jnp.abs(pos[:, None] - pos[None, :]) <= window
+
+
+def _window_bias(q_len: int, window: int) -> jax.Array:
+    """The local-attention window as an additive [1, 1, q, k] bias, for paths without a mask."""
+    return jnp.where(_within_window(q_len, window), 0.0, _MASK_VALUE)[None, None].astype(jnp.float32)
+
+
+def _xla_attention(q, k, v, segment_ids, causal, bias, slopes, scale, window=None):
     batch, q_len, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     if kv_heads != heads:  # grouped-query attention: repeat kv heads
@@ -53,6 +64,8 @@ def _xla_attention(q, k, v, segment_ids, causal, bias, slopes, scale):
     allowed = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
     if causal:
         allowed = allowed & jnp.tril(jnp.ones((q_len, q_len), dtype=bool))[None]
+    if window is not None:
+        allowed = allowed & _within_window(q_len, window)[None]
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if slopes is not None:
@@ -84,14 +97,19 @@ def attend(
     bias: jax.Array | None = None,
     alibi: jax.Array | None = None,
     scale: float | None = None,
+    window: int | None = None,
     implementation: str = "xla",
 ) -> jax.Array:
     """Attention over [batch, seq, heads, head_dim] tensors with segment-id masking.
 
     `bias` is additive, broadcastable to [batch, heads, q, k]; `alibi` is a [heads] slope
-    vector (symmetric -slope*|i-j|). Returns [batch, seq, heads, head_dim] in q's dtype.
+    vector (symmetric -slope*|i-j|); `window` restricts each query to keys at most that many
+    positions away (local attention). Returns [batch, seq, heads, head_dim] in q's dtype.
     """
     scale = scale if scale is not None else q.shape[-1] ** -0.5
+    if window is not None and implementation != "xla":
+        local = _window_bias(q.shape[1], window)
+        bias = local if bias is None else bias.astype(jnp.float32) + local
     if implementation == "pallas":
         from ..kernels.flash_attention import flash_attention
 
@@ -106,4 +124,4 @@ def attend(
             alibi_bias = -alibi[None, :, None, None] * distance[None, None]
             bias = alibi_bias if bias is None else bias + alibi_bias
         return _cudnn_attention(q, k, v, segment_ids, causal, bias, scale)
-    return _xla_attention(q, k, v, segment_ids, causal, bias, alibi, scale)
+    return _xla_attention(q, k, v, segment_ids, causal, bias, alibi, scale, window)

@@ -52,12 +52,13 @@ class MaskedLMHead(nn.Module):
     norm_kind: str = "layernorm"
     transform_bias: bool = True
     dtype: jnp.dtype = jnp.float32
+    norm_bias: bool = True
 
     @nn.compact
     def __call__(self, hidden):
         x = dense(self.hidden_size, self.transform_bias, self.dtype, "transform")(hidden)
         x = activation(self.hidden_act)(x)
-        x = Norm(self.norm_kind, self.norm_eps, True, self.dtype, name="norm")(x)
+        x = Norm(self.norm_kind, self.norm_eps, self.norm_bias, self.dtype, name="norm")(x)
         decoder = self.param("decoder", nn.initializers.normal(), (self.vocab_size, self.hidden_size), self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), self.dtype)
         logits = jnp.einsum("...d,vd->...v", x, decoder, preferred_element_type=jnp.float32)
