@@ -1,0 +1,378 @@
+"""The batching scheduler: a thread-safe queue of single items in front of one `Engine`.
+
+Request threads `submit` tokenized items and get one `concurrent.futures.Future` per item. A
+single batching thread owns every JAX call (warmup included). It cuts batches by the tokens the
+device will actually compute (rows x width, padding included) and by `max_batch_requests`,
+packing items into the policy's compiled shapes with the same `RowPacker` as the offline
+planner.
+
+Why not TEI's FIFO: TEI stops at the first item that does not fit, so one long input holds every
+short one behind it. Here the queue is split by (task, width bucket); each batch takes the width
+of the bucket whose oldest item has waited longest, fills from that bucket first, then packs
+narrower items into what is left. Every item is the oldest of its bucket at some point, so
+nothing starves, and a long item never blocks short ones of another bucket.
+
+The device is kept busy: batch N+1 is dispatched (JAX dispatch is asynchronous) before batch N's
+result is read back, so building the next batch's host arrays overlaps the device's work.
+
+This is a library piece: no web framework here. Metrics are reported through callbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .batching import BatchShape, PackedBatch, RowPacker, row_ladder
+from .engine import Engine
+from .errors import BackendError, OverloadedError, UnhealthyError
+from .tokenization import Encoded
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One item's output and its timings (seconds)."""
+
+    output: np.ndarray
+    queue_time: float  # enqueue -> result, minus inference_time (TEI's definition)
+    inference_time: float  # the device time of the batch that carried the item
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStats:
+    """What one dispatched batch looked like, for metrics."""
+
+    task: str
+    size: int  # items
+    shape: BatchShape
+    real_tokens: int
+    queue_size: int  # items still waiting after this batch was taken
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.shape.tokens
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    task: str
+    item: Encoded
+    width: int
+    future: Future
+    enqueued: float
+    live: bool = True  # False once its future was found cancelled after placement
+
+
+@dataclasses.dataclass(eq=False)
+class _InFlight:
+    task: str
+    entries: list[_Entry]
+    batch: PackedBatch
+    output: object  # the device array handle
+    dispatched: float
+
+
+class Permits:
+    """TEI's `--max-concurrent-requests`: non-blocking permits, one per input item.
+
+    A request takes all its permits or none (so a batch larger than what is free is refused
+    at once, as in TEI, without holding a partial share while it waits)."""
+
+    def __init__(self, total: int):
+        if total < 1:
+            raise ValueError("max concurrent requests must be at least 1")
+        self.total = total
+        self._free = total
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> int:
+        return self._free
+
+    def try_acquire(self, count: int = 1) -> bool:
+        with self._lock:
+            if count > self._free:
+                return False
+            self._free -= count
+            return True
+
+    def acquire(self, count: int = 1) -> "_Held":
+        """Take `count` permits or raise OverloadedError; use as a context manager."""
+        if not self.try_acquire(count):
+            raise OverloadedError("Model is overloaded")
+        return _Held(self, count)
+
+    def release(self, count: int = 1) -> None:
+        with self._lock:
+            self._free = min(self.total, self._free + count)
+
+
+class _Held:
+    def __init__(self, permits: Permits, count: int):
+        self._permits, self._count = permits, count
+
+    def __enter__(self) -> "_Held":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._permits.release(self._count)
+
+
+class Scheduler:
+    """Queue + batching thread for one engine. `start()`, `submit()`, `stop()`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ):
+        self.engine = engine
+        self.policy = engine.policy
+        self._on_batch = on_batch
+        self._on_drop = on_drop
+        self._groups: dict[tuple[str, int], deque[_Entry]] = {}
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._dead: BaseException | None = None
+        self.ready = threading.Event()
+        self.healthy = True  # False after a failed batch, True again after a good one
+        self.real_tokens = 0
+        self.computed_tokens = 0
+        self.batches = 0
+        self._compiles_at_ready: int | None = None
+        self._compiles_reported = 0
+        self._last_done = 0.0
+        self._row_caps = {width: max(row_ladder(self.policy.max_rows(width))) for width in self.policy.widths}
+
+    # Lifecycle --------------------------------------------------------------------------------
+    def start(self, warmup: bool = True, progress: Callable | None = None,
+              before_warmup: Callable[[], None] | None = None) -> None:
+        """Start the batching thread. With `warmup`, it first compiles every shape of the
+        policy for the engine's tasks (items submitted meanwhile wait in the queue), then arms
+        the recompilation witness; `ready` is set when it starts serving."""
+        if self._thread is not None:
+            raise RuntimeError("scheduler already started")
+        self._thread = threading.Thread(target=self._main, args=(warmup, progress, before_warmup),
+                                        name="tei-jax-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Refuse new items; with `drain`, finish every queued and in-flight item first,
+        otherwise fail the queued ones. Returns True when the thread has ended."""
+        with self._cond:
+            self._stopping = True
+            if not drain:
+                self._fail_queued(UnhealthyError("the server is shutting down"))
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def queue_size(self) -> int:
+        return self._queued
+
+    @property
+    def padding_efficiency(self) -> float:
+        """Real tokens / computed tokens over every batch run so far."""
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+    # Submitting -------------------------------------------------------------------------------
+    def submit(self, task: str, items: Sequence[Encoded]) -> list[Future]:
+        """Queue each item on its own; returns one future per item, in order. A future's
+        result is a `Result`; an item longer than the widest shape fails its own future."""
+        if task not in self.engine.tasks:
+            raise BackendError(f"task {task!r} is not available for this model")
+        now = time.perf_counter()
+        futures = []
+        with self._cond:
+            if self._dead is not None:
+                raise UnhealthyError(f"the batching thread failed: {self._dead}")
+            if self._stopping:
+                raise UnhealthyError("the server is shutting down")
+            for item in items:
+                future: Future = Future()
+                futures.append(future)
+                try:
+                    width = self.policy.width_for(len(item))
+                except ValueError as exc:
+                    future.set_exception(exc)
+                    continue
+                self._groups.setdefault((task, width), deque()).append(
+                    _Entry(task, item, width, future, now))
+                self._queued += 1
+            self._cond.notify()
+        return futures
+
+    # The batching thread ----------------------------------------------------------------------
+    def _main(self, warmup: bool, progress, before_warmup) -> None:
+        try:
+            if before_warmup is not None:
+                before_warmup()
+            if warmup:
+                self.engine.warmup(progress=progress)
+                self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
+            self.ready.set()
+            self._serve()
+        except BaseException as exc:  # a bug here must not leave request threads waiting forever
+            log.exception("the batching thread stopped on an unexpected error")
+            with self._cond:
+                self._dead = exc
+                self._fail_queued(UnhealthyError(f"the batching thread failed: {exc}"))
+            self.healthy = False
+
+    def _serve(self) -> None:
+        pending: _InFlight | None = None
+        while True:
+            with self._cond:
+                while not self._queued and pending is None and not self._stopping:
+                    self._cond.wait()
+                if not self._queued and pending is None:
+                    return  # stopping, and everything accepted has been answered
+                taken = self._next_batch() if self._queued else None
+            launched = self._launch(*taken) if taken else None
+            if pending is not None:
+                self._complete(pending)
+            pending = launched
+
+    def _next_batch(self) -> tuple[str, list[_Entry], PackedBatch] | None:
+        """Take one batch from the queue (the caller holds the lock)."""
+        self._drop_cancelled_heads()
+        heads = [(group[0].enqueued, key) for key, group in self._groups.items() if group]
+        if not heads:
+            return None
+        _, (task, width) = min(heads)
+        packer = RowPacker(width, self._row_caps[width], self.policy.slots_for(width),
+                           self.policy.max_batch_requests)
+        narrower = sorted((group[0].enqueued, w) for (t, w), group in self._groups.items()
+                          if t == task and w < width and group)
+        entries: list[_Entry] = []
+        for key in [(task, width)] + [(task, w) for _, w in narrower]:
+            self._queued -= self._fill(self._groups[key], packer, entries)
+            if packer.max_items is not None and len(entries) >= packer.max_items:
+                break
+        if not entries:
+            return None
+        shape = BatchShape(self.policy.rows_bucket(packer.rows_used, width), width, packer.slots)
+        batch = PackedBatch(list(range(len(entries))), list(packer.placements), shape, packer.tokens_used)
+        return task, entries, batch
+
+    def _fill(self, group: deque[_Entry], packer: RowPacker, entries: list[_Entry]) -> int:
+        """Move the group's items that fit into the packer (and drop cancelled ones), keeping
+        the rest in order; returns how many left the group."""
+        kept: deque[_Entry] = deque()
+        before = len(group)
+        while group:
+            entry = group.popleft()
+            if entry.future.cancelled():
+                self._dropped(1)
+                continue
+            if packer.add(len(entry.item)) is None:
+                kept.append(entry)
+                if packer.max_items is not None and len(packer.placements) >= packer.max_items:
+                    break
+                continue
+            # Placed: from here on the client can no longer cancel it. If it was cancelled in
+            # the meantime, its slot is still computed but nobody is answered.
+            entry.live = entry.future.set_running_or_notify_cancel()
+            if not entry.live:
+                self._dropped(1)
+            entries.append(entry)
+        kept.extend(group)
+        group.clear()
+        group.extend(kept)
+        return before - len(kept)
+
+    def _drop_cancelled_heads(self) -> None:
+        for group in self._groups.values():
+            while group and group[0].future.cancelled():
+                group.popleft()
+                self._queued -= 1
+                self._dropped(1)
+
+    def _dropped(self, count: int) -> None:
+        if self._on_drop is not None:
+            self._on_drop(count)
+
+    def _launch(self, task: str, entries: list[_Entry], batch: PackedBatch) -> _InFlight | None:
+        dispatched = time.perf_counter()
+        try:
+            output = self.engine.dispatch(task, [e.item for e in entries], batch)
+        except Exception as exc:
+            self._fail(entries, exc)
+            return None
+        self._check_compiles(task, batch.shape)
+        self.batches += 1
+        self.real_tokens += batch.real_tokens
+        self.computed_tokens += batch.shape.tokens
+        if self._on_batch is not None:
+            try:
+                self._on_batch(BatchStats(task, len(entries), batch.shape, batch.real_tokens, self._queued))
+            except Exception:
+                log.exception("batch metrics callback failed")
+        return _InFlight(task, entries, batch, output, dispatched)
+
+    def _complete(self, flight: _InFlight) -> None:
+        try:
+            outputs = self.engine.collect(flight.task, [e.item for e in flight.entries], flight.batch,
+                                          flight.output)
+        except Exception as exc:
+            self._fail(flight.entries, exc)
+            return
+        done = time.perf_counter()
+        # The device only starts this batch once the previous one is finished.
+        inference = done - max(flight.dispatched, self._last_done)
+        self._last_done = done
+        self.healthy = True
+        for entry, output in zip(flight.entries, outputs):
+            if entry.live:
+                entry.future.set_result(Result(output, max(0.0, done - entry.enqueued - inference), inference))
+
+    def _fail(self, entries: list[_Entry], exc: Exception) -> None:
+        log.error("batch of %d items failed: %s", len(entries), exc)
+        self.healthy = False
+        error = exc if isinstance(exc, BackendError) else BackendError(f"Backend error: {exc}")
+        self._last_done = time.perf_counter()
+        for entry in entries:
+            if entry.live:
+                entry.future.set_exception(error)
+
+    def _fail_queued(self, error: Exception) -> None:
+        """Fail every queued item (the caller holds the lock)."""
+        for group in self._groups.values():
+            while group:
+                entry = group.popleft()
+                if entry.future.set_running_or_notify_cancel():
+                    entry.future.set_exception(error)
+        self._queued = 0
+
+    def _check_compiles(self, task: str, shape: BatchShape) -> None:
+        """The witness of 'no compilation while serving': loud if the count grew."""
+        if self._compiles_at_ready is None:
+            return
+        count = self.engine.compile_count
+        if count > self._compiles_reported:
+            log.error("RECOMPILATION WHILE SERVING: %s %s was not compiled during warmup "
+                      "(compile count %d -> %d); every request behind it waited",
+                      task, tuple(shape), self._compiles_reported, count)
+            self._compiles_reported = count
+
+    @property
+    def compiles_since_ready(self) -> int:
+        """Compilations after warmup (0 unless a shape escaped the warmup set)."""
+        if self._compiles_at_ready is None:
+            return 0
+        return self.engine.compile_count - self._compiles_at_ready

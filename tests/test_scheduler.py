@@ -1,0 +1,264 @@
+"""The batching scheduler on a tiny model: budget, no head-of-line blocking, cancellation,
+error routing, per-item equality with single runs, and the recompilation witness."""
+
+import threading
+
+import numpy as np
+import pytest
+import tiny_models as tm
+
+from tei_jax.engine import EMBED, EMBED_ALL
+from tei_jax.errors import BackendError, OverloadedError, UnhealthyError
+from tei_jax.scheduler import Permits, Scheduler
+
+
+@pytest.fixture(scope="module")
+def model():
+    folder = tm.make_model("bert", "base")
+    tm.write_pooling(folder, "mean")
+    return tm.load_cached(folder)  # max_batch_tokens=256, max_input_length=128
+
+
+def encode(model, text):
+    return model.tokenizer.encode(text, truncate=True)
+
+
+def long_text(words: int) -> str:
+    return " ".join(f"w{i}" for i in range(words))
+
+
+class Recorder:
+    """Collects BatchStats from the scheduler's callback."""
+
+    def __init__(self):
+        self.batches = []
+        self.dropped = 0
+
+    def on_batch(self, stats):
+        self.batches.append(stats)
+
+    def on_drop(self, count):
+        self.dropped += count
+
+
+def started(model, recorder=None, queue_first=()):
+    """A scheduler whose queue already holds `queue_first` [(task, items)] when the batching
+    thread starts, so the batches it cuts are deterministic."""
+    recorder = recorder or Recorder()
+    scheduler = Scheduler(model.engine, on_batch=recorder.on_batch, on_drop=recorder.on_drop)
+    futures = [scheduler.submit(task, items) for task, items in queue_first]
+    scheduler.start(warmup=False)
+    return scheduler, futures
+
+
+def test_batch_gives_what_each_item_gives_alone(model):
+    rng = np.random.default_rng(0)
+    texts = tm.random_texts(rng, 40, 1, 60)
+    items = [encode(model, t) for t in texts]
+    scheduler, [futures] = started(model, queue_first=[(EMBED, items)])
+    try:
+        together = [f.result(timeout=60).output for f in futures]
+        alone = [model.engine.run(EMBED, [item])[0] for item in items]
+        for a, b in zip(together, alone):
+            assert np.allclose(a, b, atol=1e-5)
+        rows = scheduler.submit(EMBED_ALL, items[:5])
+        for future, item in zip(rows, items[:5]):
+            states = future.result(timeout=60).output
+            assert states.shape == (len(item), 32)
+            assert np.allclose(states, model.engine.run(EMBED_ALL, [item])[0], atol=1e-5)
+    finally:
+        assert scheduler.stop(timeout=30)
+
+
+def test_batches_respect_the_budget_and_the_compiled_shapes(model):
+    policy = model.engine.policy
+    recorder = Recorder()
+    rng = np.random.default_rng(1)
+    items = [encode(model, t) for t in tm.random_texts(rng, 120, 1, 90)]
+    scheduler, [futures] = started(model, recorder, [(EMBED, items)])
+    try:
+        for f in futures:
+            f.result(timeout=60)
+    finally:
+        scheduler.stop(timeout=30)
+    shapes = set(policy.shapes())
+    assert sum(b.size for b in recorder.batches) == len(items)
+    assert len(recorder.batches) > 1
+    for stats in recorder.batches:
+        assert stats.computed_tokens <= policy.max_batch_tokens  # rows x width, padding included
+        assert stats.shape in shapes
+        assert stats.real_tokens <= stats.computed_tokens
+    assert scheduler.real_tokens == sum(len(i) for i in items)
+    assert 0 < scheduler.padding_efficiency <= 1
+
+
+def test_max_batch_requests_caps_items_per_batch():
+    folder = tm.make_model("bert", "base")
+    tm.write_pooling(folder, "mean")
+    capped = tm.load_cached(folder, max_batch_requests=3)
+    recorder = Recorder()
+    items = [encode(capped, "a few words") for _ in range(10)]
+    scheduler, [futures] = started(capped, recorder, [(EMBED, items)])
+    try:
+        for f in futures:
+            f.result(timeout=60)
+    finally:
+        scheduler.stop(timeout=30)
+    assert [b.size for b in recorder.batches] == [3, 3, 3, 1]
+
+
+def test_a_long_input_does_not_hold_short_ones_back(model):
+    short = [encode(model, "short one") for _ in range(10)]
+    long_item = encode(model, long_text(110))
+    assert model.engine.policy.width_for(len(long_item)) > model.engine.policy.width_for(len(short[0]))
+    recorder = Recorder()
+    # Queue order: one short, the long one, then more short ones. FIFO batching would leave
+    # the later short items behind the long one; here the first batch takes every short item.
+    scheduler, futures = started(model, recorder, [(EMBED, short[:1]), (EMBED, [long_item]), (EMBED, short[1:])])
+    try:
+        for group in futures:
+            for f in group:
+                f.result(timeout=60)
+    finally:
+        scheduler.stop(timeout=30)
+    first, second = recorder.batches
+    assert first.size == 10 and first.shape.width == model.engine.policy.width_for(len(short[0]))
+    assert second.size == 1 and second.shape.width == model.engine.policy.width_for(len(long_item))
+
+
+def test_short_items_fill_a_long_items_batch(model):
+    long_item = encode(model, long_text(110))
+    short = [encode(model, "short one") for _ in range(8)]
+    recorder = Recorder()
+    scheduler, futures = started(model, recorder, [(EMBED, [long_item]), (EMBED, short)])
+    try:
+        for group in futures:
+            for f in group:
+                f.result(timeout=60)
+    finally:
+        scheduler.stop(timeout=30)
+    # The long item is oldest, so its width is chosen and the short ones ride along.
+    assert [b.size for b in recorder.batches] == [9]
+
+
+def test_cancelled_items_are_dropped_before_running(model):
+    items = [encode(model, f"item number {i}") for i in range(12)]
+    recorder = Recorder()
+    scheduler = Scheduler(model.engine, on_batch=recorder.on_batch, on_drop=recorder.on_drop)
+    futures = scheduler.submit(EMBED, items)
+    for f in futures[::3]:
+        assert f.cancel()
+    assert scheduler.queue_size == 12
+    scheduler.start(warmup=False)
+    try:
+        for f in futures:
+            if not f.cancelled():
+                f.result(timeout=60)
+    finally:
+        scheduler.stop(timeout=30)
+    assert recorder.dropped == 4
+    assert sum(b.size for b in recorder.batches) == 8
+    assert scheduler.queue_size == 0
+
+
+class FailingEngine:
+    """Wraps an engine; dispatch fails for one task, so we can see where errors go."""
+
+    def __init__(self, engine, failing_task):
+        self._engine, self.failing_task = engine, failing_task
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def dispatch(self, task, items, batch):
+        if task == self.failing_task:
+            raise RuntimeError("device on fire")
+        return self._engine.dispatch(task, items, batch)
+
+
+def test_errors_reach_only_the_futures_of_the_failing_batch(model):
+    scheduler = Scheduler(FailingEngine(model.engine, EMBED_ALL))
+    good = scheduler.submit(EMBED, [encode(model, "fine"), encode(model, "also fine")])
+    bad = scheduler.submit(EMBED_ALL, [encode(model, "doomed")])
+    too_long = model.tokenizer._plain.encode(long_text(200))  # past the widest shape
+    from tei_jax.tokenization import Encoded
+
+    oversized = Encoded(tuple(too_long.ids), tuple(too_long.type_ids), 10)
+    mixed = scheduler.submit(EMBED, [encode(model, "ok"), oversized])
+    scheduler.start(warmup=False)
+    try:
+        assert all(f.result(timeout=60).output.shape == (32,) for f in good)
+        with pytest.raises(BackendError, match="device on fire"):
+            bad[0].result(timeout=60)
+        assert mixed[0].result(timeout=60).output.shape == (32,)
+        with pytest.raises(ValueError, match="exceeds the largest width"):
+            mixed[1].result(timeout=60)
+        assert scheduler.submit(EMBED, [encode(model, "after")])[0].result(timeout=60)
+        assert scheduler.healthy  # a good batch after the failure restores health
+    finally:
+        scheduler.stop(timeout=30)
+
+
+def test_timings_are_reported_per_item(model):
+    scheduler, [futures] = started(model, queue_first=[(EMBED, [encode(model, "timing")] * 3)])
+    try:
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        scheduler.stop(timeout=30)
+    assert all(r.inference_time > 0 and r.queue_time >= 0 for r in results)
+    assert len({r.inference_time for r in results}) == 1  # one batch, one device time
+
+
+def test_stop_drains_then_refuses(model):
+    scheduler = Scheduler(model.engine)
+    futures = scheduler.submit(EMBED, [encode(model, f"drain {i}") for i in range(6)])
+    scheduler.start(warmup=False)
+    assert scheduler.stop(drain=True, timeout=60)
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(UnhealthyError):
+        scheduler.submit(EMBED, [encode(model, "late")])
+
+
+def test_stop_without_drain_fails_queued_items(model):
+    scheduler = Scheduler(model.engine)
+    futures = scheduler.submit(EMBED, [encode(model, "never run")])
+    scheduler.stop(drain=False)
+    with pytest.raises(UnhealthyError, match="shutting down"):
+        futures[0].result(timeout=1)
+
+
+def test_warmup_then_no_compilation_while_serving(model):
+    progress = []
+    scheduler = Scheduler(model.engine)
+    scheduler.start(warmup=True, progress=lambda done, total, task, shape: progress.append((done, total)))
+    assert scheduler.ready.wait(300)
+    try:
+        assert progress == [] or progress[-1][0] == progress[-1][1]
+        expected = len(model.engine.tasks) * len(model.engine.policy.shapes())
+        assert model.compile_count == expected
+        rng = np.random.default_rng(7)
+        texts = tm.random_texts(rng, 60, 1, 100)
+        futures = []
+        threads = [threading.Thread(target=lambda t=t: futures.extend(
+            scheduler.submit(EMBED, [encode(model, x) for x in t]))) for t in np.array_split(texts, 6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for f in futures:
+            f.result(timeout=60)
+        assert scheduler.compiles_since_ready == 0
+        assert model.compile_count == expected
+    finally:
+        scheduler.stop(timeout=30)
+
+
+def test_permits_are_all_or_nothing():
+    permits = Permits(3)
+    with permits.acquire(2):
+        assert permits.available == 1
+        with pytest.raises(OverloadedError, match="Model is overloaded"):
+            permits.acquire(2)
+        assert permits.available == 1  # a refused request takes nothing
+    assert permits.available == 3
+    assert not permits.try_acquire(4)
