@@ -25,6 +25,7 @@ from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
 from .tokenization import Encoded, Input, Tokenizer
+from .compile_cache import enable as enable_compile_cache
 from .weights import WeightReader, load_dense_module, safetensors_files, to_device
 
 log = logging.getLogger(__name__)
@@ -297,10 +298,16 @@ def load(
     dense_path: str | None = None,
     default_prompt_name: str | None = None,
     default_prompt: str | None = None,
+    compile_cache: str | None = None,
 ) -> Model:
-    """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape)."""
+    """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
+
+    `compile_cache` is the persistent compilation cache folder (default: $TEI_JAX_COMPILE_CACHE,
+    else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
+    """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
+    enable_compile_cache(compile_cache)
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
