@@ -30,6 +30,10 @@ from .weights import WeightReader, load_dense_module, safetensors_files, to_devi
 
 log = logging.getLogger(__name__)
 
+# Measured on 2 CPU cores (MiniLM, 512 mixed-length texts): 1k-token batches ran 155 seq/s,
+# 2k 148, 3k 140, 16k 101: small batches keep their activations in cache.
+CPU_BATCH_TOKENS = 1024
+
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 PredictInput = Union[str, Sequence[str]]
 
@@ -295,6 +299,7 @@ def load(
     auto_truncate: bool = True,
     attention: str = "auto",
     packing: bool = True,
+    batch_tokens: int | None = None,
     dense_path: str | None = None,
     default_prompt_name: str | None = None,
     default_prompt: str | None = None,
@@ -302,6 +307,8 @@ def load(
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
+    `batch_tokens` is the size a batch aims at under the `max_batch_tokens` cap (default: the
+    whole cap on accelerators, CPU_BATCH_TOKENS on CPU, where cache-sized batches run faster).
     `compile_cache` is the persistent compilation cache folder (default: $TEI_JAX_COMPILE_CACHE,
     else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
     """
@@ -342,7 +349,9 @@ def load(
         log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
     dense = [to_device(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32)) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
+    if batch_tokens is None and jax.default_backend() == "cpu":
+        batch_tokens = CPU_BATCH_TOKENS
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
-                         packing=packing and implementation != "cudnn")
+                         packing=packing and implementation != "cudnn", batch_tokens=batch_tokens)
     engine = Engine(spec, arch, params, policy, dense)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)

@@ -68,3 +68,16 @@ def test_row_ladder_and_request_cap():
 def test_too_long_raises():
     with pytest.raises(ValueError):
         ShapePolicy(64).seq_bucket(65)
+
+
+def test_batch_tokens_aims_batches_below_the_cap():
+    capped = ShapePolicy(512, max_batch_tokens=16384, batch_tokens=1024)
+    assert capped.token_budget == 1024
+    assert all(s.rows * s.width <= max(1024, s.width) for s in capped.shapes())
+    assert len(capped.shapes()) < len(ShapePolicy(512, max_batch_tokens=16384).shapes())
+    lengths = [7, 300, 512, 45, 90, 12] * 20
+    batches = capped.plan(lengths)
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
+    assert all(b.shape.tokens <= max(1024, b.shape.width) for b in batches)
+    # The cap still wins when it is the smaller of the two.
+    assert ShapePolicy(512, max_batch_tokens=512, batch_tokens=4096).token_budget == 512
