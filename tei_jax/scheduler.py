@@ -56,6 +56,7 @@ class BatchStats:
     shape: BatchShape
     real_tokens: int
     queue_size: int  # items still waiting after this batch was taken
+    build_time: float = 0.0  # seconds spent choosing the batch and dispatching it
 
     @property
     def computed_tokens(self) -> int:
@@ -135,11 +136,16 @@ class Scheduler:
         engine: Engine,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        on_done: Callable[[str, int, float, bool], None] | None = None,
     ):
+        """`on_batch(stats)` runs when a batch is dispatched, `on_drop(n)` when queued items of
+        clients that went away are dropped, `on_done(task, size, seconds, ok)` when a batch's
+        result is back (or failed): the hooks a server hangs its metrics on."""
         self.engine = engine
         self.policy = engine.policy
         self._on_batch = on_batch
         self._on_drop = on_drop
+        self._on_done = on_done
         self._groups: dict[tuple[str, int], deque[_Entry]] = {}
         self._queued = 0
         self._cond = threading.Condition()
@@ -180,6 +186,11 @@ class Scheduler:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the batching thread (warmup included), or None while it runs."""
+        return self._dead
 
     @property
     def queue_size(self) -> int:
@@ -242,8 +253,9 @@ class Scheduler:
                     self._cond.wait()
                 if not self._queued and pending is None:
                     return  # stopping, and everything accepted has been answered
+                started = time.perf_counter()
                 taken = self._next_batch() if self._queued else None
-            launched = self._launch(*taken) if taken else None
+            launched = self._launch(*taken, started=started) if taken else None
             if pending is not None:
                 self._complete(pending)
             pending = launched
@@ -307,20 +319,24 @@ class Scheduler:
         if self._on_drop is not None:
             self._on_drop(count)
 
-    def _launch(self, task: str, entries: list[_Entry], batch: PackedBatch) -> _InFlight | None:
+    def _launch(self, task: str, entries: list[_Entry], batch: PackedBatch,
+                started: float | None = None) -> _InFlight | None:
         dispatched = time.perf_counter()
         try:
             output = self.engine.dispatch(task, [e.item for e in entries], batch)
         except Exception as exc:
             self._fail(entries, exc)
+            self._done(task, len(entries), 0.0, False)
             return None
+        build_time = time.perf_counter() - (started if started is not None else dispatched)
         self._check_compiles(task, batch.shape)
         self.batches += 1
         self.real_tokens += batch.real_tokens
         self.computed_tokens += batch.shape.tokens
         if self._on_batch is not None:
             try:
-                self._on_batch(BatchStats(task, len(entries), batch.shape, batch.real_tokens, self._queued))
+                self._on_batch(BatchStats(task, len(entries), batch.shape, batch.real_tokens, self._queued,
+                                          build_time))
             except Exception:
                 log.exception("batch metrics callback failed")
         return _InFlight(task, entries, batch, output, dispatched)
@@ -331,15 +347,24 @@ class Scheduler:
                                           flight.output)
         except Exception as exc:
             self._fail(flight.entries, exc)
+            self._done(flight.task, len(flight.entries), time.perf_counter() - flight.dispatched, False)
             return
         done = time.perf_counter()
         # The device only starts this batch once the previous one is finished.
         inference = done - max(flight.dispatched, self._last_done)
         self._last_done = done
         self.healthy = True
+        self._done(flight.task, len(flight.entries), inference, True)
         for entry, output in zip(flight.entries, outputs):
             if entry.live:
                 entry.future.set_result(Result(output, max(0.0, done - entry.enqueued - inference), inference))
+
+    def _done(self, task: str, size: int, seconds: float, ok: bool) -> None:
+        if self._on_done is not None:
+            try:
+                self._on_done(task, size, seconds, ok)
+            except Exception:
+                log.exception("batch completion callback failed")
 
     def _fail(self, entries: list[_Entry], exc: Exception) -> None:
         log.error("batch of %d items failed: %s", len(entries), exc)

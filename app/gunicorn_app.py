@@ -1,0 +1,69 @@
+"""The gunicorn application: one gthread worker owns the device; its threads do the I/O.
+
+The master never imports JAX state: the Flask app (and with it the model) is built in the
+worker after fork (`preload_app` stays off). SIGTERM makes the worker stop accepting, answer
+every request it already accepted (up to `--graceful-timeout` seconds), then stop the batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from . import logging_setup
+from .settings import Settings
+
+log = logging.getLogger("app.gunicorn")
+
+# The worker heartbeat keeps beating while the model loads in a background thread; this only
+# bounds a worker that is truly stuck.
+WORKER_TIMEOUT_S = 120
+
+
+class TEIApplication(BaseApplication):
+    """`TEIApplication(settings).run()` serves until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.flask_app = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options = {
+            "bind": [s.bind],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": s.worker_threads,
+            "worker_connections": max(1000, s.max_concurrent_requests + s.worker_threads),
+            "timeout": WORKER_TIMEOUT_S,
+            "graceful_timeout": s.graceful_timeout,
+            "keepalive": 5,
+            "max_requests": 0,
+            "preload_app": False,
+            "backlog": 2048,
+            "accesslog": None,
+            "logconfig_dict": logging_setup.dict_config(s.json_output, s.disable_spans),
+            "proc_name": "text-embeddings-router",
+            "control_socket_disable": True,
+            "worker_exit": _worker_exit,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        """Runs in the worker (after fork): build the app and start loading the model."""
+        from .server import create_app
+
+        self.flask_app = create_app(self.settings)
+        return self.flask_app
+
+
+def _worker_exit(server, worker) -> None:
+    """After the worker's drain: stop the batching thread once its queue is empty."""
+    app = getattr(worker, "wsgi", None)
+    service = app.config.get("TEI_SERVICE") if app is not None and hasattr(app, "config") else None
+    if service is not None:
+        service.stop(timeout=5)
+    log.info("worker stopped")

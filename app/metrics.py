@@ -1,0 +1,90 @@
+"""Prometheus metrics with TEI's names and buckets (contract section 8), plus ours.
+
+One registry per server (not prometheus_client's global one), so building the app twice in a
+process never collides.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from tei_jax.scheduler import BatchStats
+
+# TEI: 35 geometric buckets from 15 microseconds, ratio 1.5.
+DURATION_BUCKETS = tuple(1.5e-5 * 1.5**i for i in range(35))
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(13))
+BATCH_TOKEN_BUCKETS = tuple(float(2**i) for i in range(21))
+
+
+def input_length_buckets(max_input_length: int) -> tuple[float, ...]:
+    """2^0 .. 2^19, capped at max_input_length (TEI)."""
+    buckets = [float(2**i) for i in range(20) if 2**i < max_input_length]
+    return tuple(buckets + [float(max_input_length)])
+
+
+class Metrics:
+    """Every metric the server exposes on /metrics."""
+
+    def __init__(self, max_input_length: int = 512):
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+
+        def counter(name, doc, labels=()):
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(name, doc, buckets=DURATION_BUCKETS, labels=()):
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        self.request_count = counter("te_request_count", "Requests received", ["method"])
+        self.request_success = counter("te_request_success", "Requests answered", ["method"])
+        self.request_failure = counter("te_request_failure", "Requests failed", ["err"])
+        self.request_duration = histogram("te_request_duration", "Request duration (s)")
+        self.request_tokenization = histogram("te_request_tokenization_duration", "Tokenization (s)")
+        self.request_queue = histogram("te_request_queue_duration", "Queue wait (s)")
+        self.request_inference = histogram("te_request_inference_duration", "Inference (s)")
+        self.input_length = histogram("te_request_input_length", "Tokens per input",
+                                      input_length_buckets(max_input_length))
+        self.embed_count = counter("te_embed_count", "Embed inputs received")
+        self.embed_success = counter("te_embed_success", "Embed inputs answered")
+        self.embed_duration = histogram("te_embed_duration", "Embed request duration (s)")
+        self.predict_count = counter("te_predict_count", "Predict inputs received")
+        self.predict_success = counter("te_predict_success", "Predict inputs answered")
+        self.predict_duration = histogram("te_predict_duration", "Predict request duration (s)")
+        self.batch_next_size = histogram("te_batch_next_size", "Items per batch", BATCH_SIZE_BUCKETS)
+        self.batch_next_tokens = histogram("te_batch_next_tokens", "Computed tokens per batch (padding included)",
+                                           BATCH_TOKEN_BUCKETS)
+        self.batch_next_duration = histogram("te_batch_next_duration", "Time to cut and dispatch a batch (s)",
+                                             labels=["method"])
+        self.batch_inference_count = counter("te_batch_inference_count", "Batches run", ["method"])
+        self.batch_inference_success = counter("te_batch_inference_success", "Batches succeeded", ["method"])
+        self.batch_inference_duration = histogram("te_batch_inference_duration", "Device time per batch (s)",
+                                                  labels=["method"])
+        self.queue_size = Gauge("te_queue_size", "Items waiting in the queue", registry=registry)
+        self.padding_efficiency = Gauge("te_padding_efficiency",
+                                        "Real tokens / computed tokens over all batches so far", registry=registry)
+        self.compiles_after_warmup = Gauge("te_compilations_after_warmup",
+                                           "Shapes compiled while serving (should stay 0)", registry=registry)
+        self.ready = Gauge("te_ready", "1 once the model is loaded and warmed up", registry=registry)
+        self._real_tokens = 0
+        self._computed_tokens = 0
+
+    # Scheduler hooks ----------------------------------------------------------------------
+    def on_batch(self, stats: BatchStats) -> None:
+        self.batch_next_size.observe(stats.size)
+        self.batch_next_tokens.observe(stats.computed_tokens)
+        self.batch_next_duration.labels(stats.task).observe(stats.build_time)
+        self.queue_size.set(stats.queue_size)
+        self._real_tokens += stats.real_tokens
+        self._computed_tokens += stats.computed_tokens
+        self.padding_efficiency.set(self._real_tokens / self._computed_tokens)
+
+    def on_done(self, task: str, size: int, seconds: float, ok: bool) -> None:
+        self.batch_inference_count.labels(task).inc()
+        if ok:
+            self.batch_inference_success.labels(task).inc()
+            self.batch_inference_duration.labels(task).observe(seconds)
+
+    def on_drop(self, count: int) -> None:
+        self.request_failure.labels("dropped").inc(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,137 @@
+"""Real servers for the HTTP tests: `python -m app.cli` subprocesses on free ports.
+
+Every server of the session is launched at once when the first one is needed (they load
+and compile in parallel), and each test waits only for its own. Tiny random models keep the
+warmup short: max_input_length 128 and a small --max-batch-tokens give a handful of shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import tiny_models as tm
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "test-secret"
+READY_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One server process; `url`, `wait_ready()`, `stop()`."""
+
+    def __init__(self, name: str, args: list[str], env: dict | None = None):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkdtemp(prefix=f"tei-jax-{name}-")) / "server.log"
+        environment = dict(os.environ, TEI_JAX_COMPILE_CACHE="none", TOKENIZERS_PARALLELISM="false",
+                           JAX_PLATFORMS="cpu", **(env or {}))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port), *args],
+            cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
+        self._ready = False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> "Server":
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
+            try:
+                self._ready = requests.get(self.url + "/health", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                pass
+            if not self._ready:
+                time.sleep(0.25)
+        return self
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def _embedding_model() -> Path:
+    folder = tm.make_model("bert", "base")
+    tm.write_pooling(folder, "mean")
+    return folder
+
+
+FLEET = {
+    # Tiny BERT, mean pooling; guarded by an api key and a small payload limit.
+    "embed": lambda: ["--model-id", str(_embedding_model()), "--max-batch-tokens", "512",
+                      "--api-key", API_KEY, "--payload-limit", "200000", "--served-model-name", "tiny-embed"],
+    "classifier": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=3)),
+                           "--max-batch-tokens", "256"],
+    "reranker": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=1)),
+                         "--max-batch-tokens", "256"],
+    # SPLADE with only 4 permits, for 429.
+    "splade": lambda: ["--model-id", str(tm.make_model("bert", "masked_lm")), "--pooling", "splade",
+                       "--max-batch-tokens", "256", "--max-concurrent-requests", "4"],
+    # The bundled real model with its default settings but a small token budget.
+    "minilm": lambda: ["--max-batch-tokens", "256"],
+}
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    servers = {name: Server(name, make_args()) for name, make_args in FLEET.items()}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def embed_server(fleet) -> Server:
+    return fleet["embed"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def classifier_server(fleet) -> Server:
+    return fleet["classifier"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def reranker_server(fleet) -> Server:
+    return fleet["reranker"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def splade_server(fleet) -> Server:
+    return fleet["splade"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def minilm_server(fleet) -> Server:
+    return fleet["minilm"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def auth() -> dict:
+    return {"Authorization": f"Bearer {API_KEY}"}
