@@ -14,6 +14,17 @@ import jax
 import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
+# What "auto" picks per backend. CPU: XLA's einsum is the only compiled path (Pallas would run
+# interpreted). GPU: XLA as well until a device benchmark shows otherwise, because
+#   - the Pallas kernel has not run or been timed on a GPU yet (its lowering to Triton IR is
+#     tested; tests/kernels/triton_compile_check.py compiles that IR for sm_80/sm_90 offline);
+#   - cuDNN takes bfloat16/float16 only (a float32 load would fail), masks by row lengths so
+#     it turns packing off (lower padding efficiency), and its custom partitioning is known to
+#     miss the persistent compilation cache;
+#   - published evidence for BERT shapes (L <= 512, head_dim 64) puts attention at a few
+#     percent of encoder FLOPs, so XLA's fused softmax attention costs little end to end.
+# Change an entry only with `python -m tei_jax.bench --attention ...` numbers to quote.
+AUTO_BY_BACKEND = {"cpu": "xla", "gpu": "xla", "cuda": "xla", "rocm": "xla", "tpu": "xla"}
 _MASK_VALUE = -1e30
 
 
@@ -24,7 +35,7 @@ def resolve_implementation(name: str | None, backend: str | None = None) -> str:
         raise ValueError(f"attention must be one of {', '.join(IMPLEMENTATIONS)}, got {name!r}")
     if name != "auto":
         return name
-    return "xla"
+    return AUTO_BY_BACKEND.get((backend or "cpu").lower(), "xla")
 
 
 def alibi_slopes(num_heads: int) -> jnp.ndarray:
@@ -107,16 +118,18 @@ def attend(
     positions away (local attention). Returns [batch, seq, heads, head_dim] in q's dtype.
     """
     scale = scale if scale is not None else q.shape[-1] ** -0.5
-    if window is not None and implementation != "xla":
-        local = _window_bias(q.shape[1], window)
-        bias = local if bias is None else bias.astype(jnp.float32) + local
     if implementation == "pallas":
+        # Windows, ALiBi and segments are applied in-kernel (and let it skip key blocks);
+        # off GPU the kernel runs in Pallas interpret mode.
         from ..kernels.flash_attention import flash_attention
 
         return flash_attention(
             q, k, v, segment_ids=segment_ids, bias=bias, alibi_slopes=alibi,
-            causal=causal, sm_scale=scale,
+            causal=causal, window=window, sm_scale=scale,
         )
+    if window is not None and implementation != "xla":
+        local = _window_bias(q.shape[1], window)
+        bias = local if bias is None else bias.astype(jnp.float32) + local
     if implementation == "cudnn":
         if alibi is not None:
             pos = jnp.arange(q.shape[1])
