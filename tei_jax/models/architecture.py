@@ -7,7 +7,6 @@ from typing import Callable
 
 import flax.linen as nn
 
-from ..config import ModelSpec
 from ..weights import WeightReader
 
 

@@ -14,13 +14,12 @@ import dataclasses
 import logging
 
 import flax.linen as nn
-from safetensors import safe_open
 
 from ..config import ModelSpec, is_remote_qwen2
 from ..errors import ModelLoadError
-from ..weights import WeightReader, safetensors_files
+from ..weights import WeightReader
 from .architecture import Architecture
-from .heads import ClassificationHead
+from .heads import ClassificationHead, checkpoint_names
 from .layers import ACTIVATIONS, Transformer, TransformerConfig, dense
 
 log = logging.getLogger(__name__)
@@ -159,22 +158,13 @@ class DecoderEncoder(nn.Module):
         return hidden
 
 
-def _checkpoint_has(spec: ModelSpec, name: str) -> bool:
-    """Whether the checkpoint holds a tensor, from the safetensors headers alone."""
-    for path in safetensors_files(spec.model_dir):
-        with safe_open(str(path), framework="numpy") as handle:
-            if name in handle.keys():
-                return True
-    return False
-
-
 def projection_size(spec: ModelSpec, family: DecoderFamily) -> int | None:
     """TEI's Qwen3 projection: an embedding model whose config.json declares num_labels and
     whose checkpoint holds `linear.weight` [num_labels, hidden]."""
     labels = spec.config.get("num_labels")
     if not family.projection or spec.kind != "embedding" or not isinstance(labels, int):
         return None
-    if not _checkpoint_has(spec, "linear.weight"):
+    if "linear.weight" not in checkpoint_names(spec):
         log.warning("config.json sets num_labels but the checkpoint has no linear.weight: no projection")
         return None
     return labels

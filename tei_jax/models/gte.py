@@ -8,7 +8,6 @@ layer_norm_type) and transformers' native `gte` (rope_parameters). Checkpoints a
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelSpec
@@ -16,9 +15,10 @@ from ..errors import ModelLoadError
 from ..weights import WeightReader
 from . import fields
 from .architecture import Architecture
-from .heads import ClassificationHead
+from .heads import pooler_classifier
 from .layers import Transformer, TransformerConfig
 
+PREFIXES = ("new.", "gte.")  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("new", "gte")
 _NORMS = {"layer_norm": "layernorm", "rms_norm": "rmsnorm"}
 
@@ -82,16 +82,6 @@ def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
     return params
 
 
-def _classifier(spec: ModelSpec, cfg: TransformerConfig):
-    """NewForSequenceClassification / GteForSequenceClassification: tanh pooler on CLS, linear."""
-    steps = (("dense", "pooler", cfg.hidden_size, True), ("act", "tanh"), ("dense", "classifier", None, True))
-
-    def load(reader: WeightReader) -> dict:
-        return {"pooler": reader.linear("pooler.dense"), "classifier": reader.linear("classifier", prefixed=False)}
-
-    return ClassificationHead(steps, len(spec.id2label), cfg.dtype), load
-
-
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """GTE embeddings, or its classifier/reranker (gte-multilingual-reranker-base)."""
     if spec.pooling == "splade":
@@ -99,7 +89,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     cfg = transformer_config(spec, dtype, attention)
     head = load_head = None
     if spec.kind in ("classifier", "reranker"):
-        head, load_head = _classifier(spec, cfg)
+        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
 
     def load_params(reader: WeightReader) -> dict:
         params = {"encoder": load_encoder(reader, cfg)}
@@ -109,5 +99,5 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
 
     return Architecture(
         encoder=Transformer(cfg), load_params=load_params, head=head,
-        uses_token_types=cfg.type_vocab_size > 1, checkpoint_prefixes=("new.", "gte."),
+        uses_token_types=cfg.type_vocab_size > 1, checkpoint_prefixes=PREFIXES,
     )

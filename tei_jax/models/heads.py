@@ -6,11 +6,14 @@ describes its head as data (a tuple of steps) rather than as a new class.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+from safetensors import safe_open
 
+from ..config import ModelSpec
+from ..weights import WeightReader, safetensors_files
 from .layers import Norm, activation, dense
 
 # A step is ("dense", name, features or None for num_labels, use_bias), ("act", name) or
@@ -78,3 +81,34 @@ class DenseStack(nn.Module):
             if act != "identity":
                 x = activation(act)(x)
         return x
+
+
+def checkpoint_names(spec: ModelSpec) -> set[str]:
+    """Every tensor name in the checkpoint, from the safetensors headers alone (no data read):
+    lets a family pick the head the checkpoint actually carries before its weights load."""
+    names: set[str] = set()
+    for path in safetensors_files(spec.model_dir):
+        with safe_open(str(path), framework="numpy") as handle:
+            names.update(handle.keys())
+    return names
+
+
+def pooler_classifier(
+    spec: ModelSpec, hidden_size: int, dtype, prefixes: Sequence[str]
+) -> tuple[ClassificationHead, Callable[[WeightReader], dict]]:
+    """BERT-style classifier on the first token, as TEI builds it for JinaBERT and GTE (and
+    transformers' NomicBertForSequenceClassification): tanh(pooler.dense(x)) when the
+    checkpoint has the (prefixed) pooler, TEI making it optional, then a root `classifier`."""
+    names = checkpoint_names(spec)
+    pooled = any(f"{prefix}pooler.dense.weight" in names for prefix in (*prefixes, ""))
+    steps: tuple = (("dense", "classifier", None, True),)
+    if pooled:
+        steps = (("dense", "pooler", hidden_size, True), ("act", "tanh")) + steps
+
+    def load(reader: WeightReader) -> dict:
+        params = {"classifier": reader.linear("classifier", prefixed=False)}
+        if pooled:
+            params["pooler"] = reader.linear("pooler.dense")
+        return params
+
+    return ClassificationHead(steps, len(spec.id2label), dtype), load

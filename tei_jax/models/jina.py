@@ -9,7 +9,6 @@ the layer input (layer_norm_1), and names its MLP up_gated_layer (value first) /
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelSpec
@@ -17,9 +16,10 @@ from ..errors import ModelLoadError
 from ..weights import WeightReader
 from . import fields
 from .architecture import Architecture
-from .heads import ClassificationHead
+from .heads import pooler_classifier
 from .layers import Transformer, TransformerConfig
 
+PREFIXES = ("bert.",)  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("bert",)
 IMPLEMENTATION = "jinaai/jina-bert-implementation"
 QK_POST_NORM = "jinaai/jina-bert-v2-qk-post-norm"
@@ -94,16 +94,6 @@ def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
     return params
 
 
-def _classifier(spec: ModelSpec, cfg: TransformerConfig):
-    """JinaBertForSequenceClassification (jina-reranker-v1): BERT's tanh pooler, then a linear."""
-    steps = (("dense", "pooler", cfg.hidden_size, True), ("act", "tanh"), ("dense", "classifier", None, True))
-
-    def load(reader: WeightReader) -> dict:
-        return {"pooler": reader.linear("pooler.dense"), "classifier": reader.linear("classifier", prefixed=False)}
-
-    return ClassificationHead(steps, len(spec.id2label), cfg.dtype), load
-
-
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """JinaBERT embeddings, or the jina-reranker-v1 classifier."""
     if spec.pooling == "splade":
@@ -115,7 +105,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
             raise ModelLoadError(
                 f"config.json: field 'auto_map' points at {QK_POST_NORM}, which is served as an embedding model only"
             )
-        head, load_head = _classifier(spec, cfg)
+        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
 
     def load_params(reader: WeightReader) -> dict:
         params = {"encoder": load_encoder(reader, cfg)}
@@ -125,5 +115,5 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
 
     return Architecture(
         encoder=Transformer(cfg), load_params=load_params, head=head,
-        uses_token_types=True, checkpoint_prefixes=("bert.",),
+        uses_token_types=True, checkpoint_prefixes=PREFIXES,
     )

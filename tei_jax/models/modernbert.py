@@ -9,7 +9,6 @@ transformers 5 saves layer_types and rope_parameters per layer type. Both are re
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelSpec

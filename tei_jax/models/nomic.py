@@ -14,8 +14,10 @@ from ..errors import ModelLoadError
 from ..weights import WeightReader
 from . import fields
 from .architecture import Architecture
+from .heads import pooler_classifier
 from .layers import Transformer, TransformerConfig
 
+PREFIXES = ("nomic_bert.", "bert.")  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("nomic_bert",)
 
 # Remote-code activation_function -> (MLP kind, activation); "gelu" layers are plain fc1/fc2.
@@ -134,16 +136,26 @@ def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
-    """NomicBERT embeddings (no classifier or masked-LM checkpoints are published for it)."""
-    if spec.kind != "embedding" or spec.pooling == "splade":
+    """NomicBERT embeddings, or transformers' NomicBertForSequenceClassification (TEI serves
+    embeddings only; the classifier costs one head). No SPLADE: no masked-LM is published."""
+    if spec.pooling == "splade":
         raise ModelLoadError(
-            f"config.json: field 'architectures' = {spec.architectures!r}: NomicBERT is served as an "
-            "embedding model only (no classifier or SPLADE head)"
+            f"config.json: field 'architectures' = {spec.architectures!r}: NomicBERT has no masked-LM "
+            "head for SPLADE here"
         )
     cfg = transformer_config(spec, dtype, attention)
+    head = load_head = None
+    if spec.kind in ("classifier", "reranker"):
+        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
+
+    def load_params(reader: WeightReader) -> dict:
+        params = {"encoder": load_encoder(reader, cfg)}
+        if load_head is not None:
+            params["head"] = load_head(reader)
+        return params
+
     return Architecture(
-        encoder=Transformer(cfg),
-        load_params=lambda reader: {"encoder": load_encoder(reader, cfg)},
+        encoder=Transformer(cfg), load_params=load_params, head=head,
         uses_token_types=cfg.type_vocab_size > 1,
-        checkpoint_prefixes=("nomic_bert.", "bert."),
+        checkpoint_prefixes=PREFIXES,
     )

@@ -29,6 +29,9 @@ def test_native_gte_hidden_states_match_transformers():
     for k, hidden in enumerate(model.engine.run_all(EMBED_ALL, items)):
         assert np.abs(hidden - ref[k, : len(items[k])]).max() < 1e-5
     assert np.abs(model.embed(texts, normalize=False) - ref[:, 0]).max() < 1e-5
+    for k in (0, 3):  # each input alone: no padding, no packing neighbours
+        alone = model.engine.run_all(EMBED_ALL, [items[k]])[0]
+        assert np.abs(alone - ref[k, : len(items[k])]).max() < 1e-5
 
 
 def test_native_gte_classifier_matches_transformers():
@@ -90,27 +93,39 @@ def test_new_embeddings_match_numpy_reference():
     for hidden, ref in zip(model.engine.run_all(EMBED_ALL, items), refs):
         assert np.abs(hidden - ref).max() < 1e-5
     assert np.abs(model.embed(texts, normalize=False) - np.stack([r[0] for r in refs])).max() < 1e-5
+    for k in (0, 3):
+        assert np.abs(model.engine.run_all(EMBED_ALL, [items[k]])[0] - refs[k]).max() < 1e-5
 
 
-def test_new_reranker_matches_numpy_reference():
-    """gte-multilingual-reranker-base layout: new.-prefixed encoder with token types, pooler."""
+@pytest.mark.parametrize("pooler", [True, False])
+def test_new_reranker_matches_numpy_reference(pooler):
+    """gte-multilingual-reranker-base layout: new.-prefixed encoder with token types, a tanh
+    pooler, a root classifier. Without new.pooler.dense (TEI makes the pooler optional) the
+    classifier reads the first token directly."""
     config = new_config("NewForSequenceClassification", type_vocab_size=1, rope_theta=160000.0,
                         rope_scaling={"factor": 8.0, "type": "ntk"}, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
     shapes = published_shapes(config, prefix="new.")
-    shapes.update({"new.pooler.dense.weight": (32, 32), "new.pooler.dense.bias": (32,),
-                   "classifier.weight": (1, 32), "classifier.bias": (1,)})
+    shapes.update({"classifier.weight": (1, 32), "classifier.bias": (1,)})
+    if pooler:
+        shapes.update({"new.pooler.dense.weight": (32, 32), "new.pooler.dense.bias": (32,)})
     tensors = random_weights(shapes, seed=25)
-    folder = fake_checkpoint("gte-new-reranker", config, tensors, pooling=None)
+    folder = fake_checkpoint(f"gte-new-reranker-{pooler}", config, tensors, pooling=None)
     arch, params, unused = loaded_params(folder)
     assert unused == [] and shapes_match_module(arch, params)
+    assert ("pooler" in params["head"]) == pooler
     model = tm.load_cached(folder)
     assert model.kind == "reranker"
     query, docs = "how do rotary embeddings scale", tm.random_texts(np.random.default_rng(26), 4, 1, 30)
     items = [model.tokenizer.encode(query, pair=d, truncate=True) for d in docs]
     weights = Weights(tensors, prefix="new.")
     zeros = [[0] * len(i) for i in items]  # type_vocab_size 1: every token is type 0
-    refs = np.stack([pooler_classifier(weights, gte_new(weights, config, list(i.input_ids), z)) for i, z in zip(items, zeros)])
+    hidden = [gte_new(weights, config, list(i.input_ids), z) for i, z in zip(items, zeros)]
+    if pooler:
+        refs = np.stack([pooler_classifier(weights, h) for h in hidden])
+    else:
+        refs = np.stack([h[0] @ tensors["classifier.weight"].T + tensors["classifier.bias"] for h in hidden])
     assert np.abs(np.stack(model.engine.run_all(PREDICT, items)) - refs).max() < 1e-5
+    assert np.abs(model.engine.run_all(PREDICT, items[:1])[0] - refs[0]).max() < 1e-5
 
 
 @pytest.mark.parametrize("factor,mixed_b", [(2.0, None), (8.0, None), (4.0, 0.75)])

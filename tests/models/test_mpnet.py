@@ -7,9 +7,10 @@ Tolerance (float32): max abs error < 1e-5 on hidden states, pooled vectors and l
 import numpy as np
 import pytest
 import tiny_models as tm
-from encoder_models import hf_model, loaded_params, shapes_match_module, texts_and_items, torch_outputs
+from encoder_models import fake_checkpoint, hf_model, loaded_params, shapes_match_module, texts_and_items, torch_outputs
 
 from tei_jax.engine import EMBED_ALL, PREDICT
+from tei_jax.errors import ModelLoadError
 from tei_jax.models.layers import relative_position_buckets
 
 
@@ -53,3 +54,14 @@ def test_relative_buckets_match_transformers(length):
     position = torch.arange(length)
     expected = encoder.relative_position_bucket(position[None, :] - position[:, None], num_buckets=32, max_distance=128)
     assert (relative_position_buckets(length, 32, 128) == expected.numpy()).all()
+
+
+@pytest.mark.parametrize("field,value", [("hidden_act", "snake"), ("architectures", ["MPNetForMaskedLM"])])
+def test_unsupported_config_names_the_field(field, value):
+    """An unknown activation, or SPLADE on MPNet (no masked-LM head here), fails at load."""
+    import json
+
+    config = {**json.loads((hf_model("mpnet") / "config.json").read_text()), field: value}
+    folder = fake_checkpoint(f"mpnet-bad-{field}", config, {"unused": np.zeros(1, np.float32)})
+    with pytest.raises(ModelLoadError, match=field):
+        loaded_params(folder, pooling="splade" if field == "architectures" else None)

@@ -12,7 +12,7 @@ from encoder_models import (fake_checkpoint, hf_model, loaded_params, random_wei
                             texts_and_items, torch_outputs)
 from numpy_reference import Weights, nomic
 
-from tei_jax.engine import EMBED_ALL
+from tei_jax.engine import EMBED_ALL, PREDICT
 from tei_jax.errors import ModelLoadError
 
 
@@ -29,6 +29,27 @@ def test_native_hidden_states_match_transformers():
         assert np.abs(hidden - ref[k, : len(items[k])]).max() < 1e-5
     pooled_ref = (ref * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
     assert np.abs(model.embed(texts, normalize=False) - pooled_ref).max() < 1e-5
+    for k in (0, 3):  # each input alone: no padding, no packing neighbours
+        alone = model.engine.run_all(EMBED_ALL, [items[k]])[0]
+        assert np.abs(alone - ref[k, : len(items[k])]).max() < 1e-5
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_native_classifier_matches_transformers(num_labels):
+    """NomicBertForSequenceClassification: nomic_bert.-prefixed stack, tanh pooler, classifier."""
+    folder = hf_model("nomic_bert", "classification", num_labels=num_labels)
+    arch, params, unused = loaded_params(folder)
+    assert unused == []
+    model = tm.load_cached(folder)
+    assert model.kind == ("reranker" if num_labels == 1 else "classifier")
+    rng = np.random.default_rng(34)
+    pairs = list(zip(tm.random_texts(rng, 5, 1, 25), tm.random_texts(rng, 5, 1, 25)))
+    items = [model.tokenizer.encode(a, pair=b, truncate=True) for a, b in pairs]
+    out, _ = torch_outputs(folder, items, "classification")
+    logits = np.stack(model.engine.run_all(PREDICT, items))
+    assert np.abs(logits - out.logits.numpy()).max() < 1e-5
+    alone = model.engine.run_all(PREDICT, items[:1])[0]
+    assert np.abs(alone - logits[0]).max() < 1e-5
 
 
 def hub_config(version: str, **extra) -> dict:
@@ -92,6 +113,8 @@ def test_hub_layout_matches_numpy_reference(version):
     for hidden, ref in zip(model.engine.run_all(EMBED_ALL, items), refs):
         assert np.abs(hidden - ref).max() < 1e-5
     assert np.abs(model.embed(texts, normalize=False) - np.stack([r.mean(0) for r in refs])).max() < 1e-5
+    for k in (0, 3):
+        assert np.abs(model.engine.run_all(EMBED_ALL, [items[k]])[0] - refs[k]).max() < 1e-5
 
 
 @pytest.mark.parametrize("field,value", [
