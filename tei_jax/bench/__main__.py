@@ -1,0 +1,121 @@
+"""`python -m tei_jax.bench`: see `--help` and bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import engine_mode, machine, presets, report, server_mode, workloads
+from .progress import Progress
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tei_jax.bench", description=(
+        "Throughput and latency of tei-jax against sentence-transformers (engine mode) or "
+        "infinity-emb (server mode) on the same weights and inputs, in one run."))
+    p.add_argument("--mode", choices=("engine", "server"), default="engine")
+    p.add_argument("--preset", choices=sorted(presets.PRESETS), default="minilm")
+    p.add_argument("--workload", choices=workloads.WORKLOADS, default="mixed")
+    p.add_argument("--count", type=int, default=None,
+                   help="texts in the workload (engine default 512, 64 for fixed512; server default 1024)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="texts per embed call (engine, default 32) or per HTTP request (server, default 1)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating measured rounds per system")
+    p.add_argument("--duration", type=float, default=None, help="server: seconds per round (default 20)")
+    p.add_argument("--requests", type=int, default=None, help="server: requests per round instead of a duration")
+    p.add_argument("--concurrency", type=int, default=32, help="server: concurrent clients")
+    p.add_argument("--warmup-seconds", type=float, default=5.0, help="server: load before measuring")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="tei-jax dtype (default float32 on CPU, bfloat16 on GPU)")
+    p.add_argument("--peer-dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="sentence-transformers dtype (default float32 on CPU, float16 on GPU)")
+    p.add_argument("--peer-batch-size", type=int, default=32,
+                   help="engine: sentence-transformers' encode batch_size inside each call (its default 32)")
+    p.add_argument("--attention", default="auto", help="tei-jax attention implementation (engine mode)")
+    p.add_argument("--peer", dest="peer", action="store_true", default=True, help="measure the peer too (default)")
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="measure tei-jax alone")
+    p.add_argument("--profile", action="store_true", help="engine: also time tei-jax's phases one by one")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring peak matmul FLOP/s")
+    p.add_argument("--router", default="", help="server: command that starts our server "
+                   "(default: python -m app.cli from a checkout, else text-embeddings-router)")
+    p.add_argument("--server-args", default="", help="server: extra arguments for text-embeddings-router")
+    p.add_argument("--peer-args", default="", help="server: extra arguments for infinity_emb v2")
+    p.add_argument("--startup-timeout", type=float, default=900.0, help="server: seconds to wait for readiness")
+    p.add_argument("--allow-cpu", action="store_true", help="run a GPU-sized preset on CPU anyway")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", type=Path, default=None, help="where random presets are written (default: temp)")
+    p.add_argument("--output-dir", type=Path, default=Path("bench/results"))
+    p.add_argument("--name", default=None, help="result file name without extension (default: derived)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                   help="print the tables of earlier result files and exit (nothing is measured)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run one benchmark from parsed arguments; returns the result written to JSON."""
+    import jax
+
+    on_gpu = jax.default_backend() != "cpu"
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    peak = None if args.no_peak else machine.peak_matmul_flops()
+    if args.mode == "engine":
+        count = args.count or (64 if args.workload == "fixed512" else 512)
+        options = engine_mode.EngineOptions(
+            preset=args.preset, workload=args.workload, count=count, batch_size=args.batch_size or 32,
+            rounds=args.rounds, dtype=args.dtype, peer=args.peer, peer_dtype=args.peer_dtype, seed=args.seed,
+            peer_batch_size=args.peer_batch_size,
+            attention=args.attention, work_dir=args.work_dir, allow_cpu=args.allow_cpu)
+        progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
+        try:
+            result = engine_mode.run(options, progress, peak, profile=args.profile)
+        finally:
+            progress.close()
+    else:
+        duration = args.duration if args.duration is not None or args.requests is not None else 20.0
+        options = server_mode.ServerOptions(
+            preset=args.preset, workload=args.workload, count=args.count or 1024,
+            batch_size=args.batch_size or 1, concurrency=args.concurrency, duration=duration,
+            requests=args.requests, rounds=args.rounds, warmup_seconds=args.warmup_seconds, dtype=args.dtype,
+            peer=args.peer, seed=args.seed, startup_timeout=args.startup_timeout,
+            ours_args=tuple(args.server_args.split()), peer_args=tuple(args.peer_args.split()),
+            work_dir=args.work_dir, allow_cpu=args.allow_cpu, router=tuple(args.router.split()))
+        progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
+        try:
+            result = server_mode.run(options, progress)
+        finally:
+            progress.close()
+    result["machine"] = machine.describe()
+    result["machine"]["load_average_at_start"] = load_at_start
+    result["peak_matmul"] = peak
+    result["show_peak"] = on_gpu
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.table:
+        for path in args.table:
+            print(f"{path}:\n{report.table(report.with_ratios(json.loads(path.read_text())))}\n")
+        return 0
+    result = report.with_ratios(run(args))
+    name = args.name or report.default_name(result)
+    print(report.table(result, show_peak=result["show_peak"]))
+    if result.get("profile"):
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in result["profile"]["share"].items())
+        print(f"tei-jax time by phase (un-overlapped): {shares}")
+    path = report.write_json(result, args.output_dir, name)
+    print(f"wrote {path}")
+    if not args.no_plot:
+        plot = report.write_plot(result, args.output_dir, name)
+        if plot is not None:
+            print(f"wrote {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Server mode: HTTP load at our server and at infinity-emb serving the same model folder.
+
+Both servers run side by side (started once, warmed up), and the measured rounds alternate
+between them: ours first on even rounds, the peer first on odd ones. Each request carries
+`batch_size` texts from the workload; clients are closed-loop (see loadgen.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from ..config import load_spec
+from . import presets, servers, workloads
+from .loadgen import drive
+from .progress import Progress, Silent
+from .stats import percentiles_ms, summarize_rounds
+
+OURS, PEER = "tei-jax", "infinity-emb"
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    preset: str = "minilm"
+    workload: str = "short"
+    count: int = 1024  # distinct texts cycled through by the clients
+    batch_size: int = 1  # texts per request
+    concurrency: int = 32
+    duration: float | None = 20.0
+    requests: int | None = None
+    rounds: int = 3
+    warmup_seconds: float = 5.0
+    dtype: str | None = None
+    peer: bool = True
+    seed: int = 0
+    startup_timeout: float = 900.0
+    ours_args: tuple[str, ...] = ()
+    peer_args: tuple[str, ...] = ()
+    router: tuple[str, ...] = ()  # command that starts our server (default: servers.router_command())
+    work_dir: Path | None = None
+    allow_cpu: bool = False
+
+
+def _device() -> str:
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "cuda"
+
+
+def run(options: ServerOptions, progress: Progress | None = None) -> dict:
+    progress = progress or Silent()
+    say = progress.note
+    preset = presets.PRESETS[options.preset]
+    warning = presets.check_device(preset, _device(), options.allow_cpu)
+    if warning:
+        say(warning)
+    folder = presets.materialize(preset, options.work_dir, options.seed)
+    max_length = load_spec(folder).max_input_length
+    work = workloads.make_workload(options.workload, options.count, folder, max_length, options.seed)
+    groups = [work.texts[i : i + options.batch_size] for i in range(0, len(work.texts), options.batch_size)]
+    group_tokens = [sum(work.lengths[i : i + options.batch_size]) for i in range(0, len(work.texts), options.batch_size)]
+    log_dir = Path(tempfile.mkdtemp(prefix="tei-jax-bench-logs-"))
+
+    started: list[servers.ServerProcess] = []
+    targets: list[servers.Target] = []
+    startup: dict[str, float] = {}
+    try:
+        say("starting tei-jax server (it compiles its shapes before answering)")
+        process, target = servers.start_ours(folder, servers.free_port(), log_dir, options.dtype,
+                                             options.ours_args, options.router or None)
+        started.append(process)
+        startup[OURS] = process.wait_ready(target, options.startup_timeout)
+        targets.append(target)
+        if options.peer:
+            if servers.find_infinity() is None:
+                say("infinity-emb is not installed: measuring tei-jax alone")
+            else:
+                say("starting infinity-emb")
+                process, target = servers.start_infinity(folder, servers.free_port(), log_dir, _device(), options.peer_args)
+                started.append(process)
+                startup[PEER] = process.wait_ready(target, options.startup_timeout)
+                targets.append(target)
+
+        bodies = {t.name: [t.body(g) for g in groups] for t in targets}
+        for target in targets:
+            say(f"warming up {target.name} under load ({options.warmup_seconds:.0f}s)")
+            drive(target.port, target.path, bodies[target.name], options.concurrency, duration=options.warmup_seconds)
+
+        per_system = {t.name: {"rounds": [], "latencies": []} for t in targets}
+        for index in range(options.rounds):
+            order = targets if index % 2 == 0 else targets[::-1]
+            for target in order:
+                progress.step(f"round {index + 1}/{options.rounds}: {target.name}")
+                outcome = drive(target.port, target.path, bodies[target.name], options.concurrency,
+                                duration=options.duration, requests=options.requests)
+                if outcome["failed"]:
+                    say(f"{target.name}: {outcome['failed']} failed requests ({', '.join(outcome['failure_kinds'])})")
+                done = outcome["completed"]
+                tokens = sum(group_tokens[i % len(group_tokens)] for i in range(done))
+                per_system[target.name]["latencies"].extend(outcome["latencies"])
+                per_system[target.name]["rounds"].append({
+                    "seconds": outcome["seconds"], "completed": done, "failed": outcome["failed"],
+                    "requests_per_s": done / outcome["seconds"],
+                    "sequences_per_s": done * options.batch_size / outcome["seconds"],
+                    "tokens_per_s": tokens / outcome["seconds"]})
+        padding = servers.scrape_metric(targets[0].port, "padding_efficiency")
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+    results = {}
+    for target in targets:
+        data = per_system[target.name]
+        rate = summarize_rounds(data["rounds"], "requests_per_s")
+        results[target.name] = {
+            "system": target.name,
+            "requests_per_s": rate["median"],
+            "requests_per_s_best": rate["best"],
+            "sequences_per_s": summarize_rounds(data["rounds"], "sequences_per_s")["median"],
+            "tokens_per_s": summarize_rounds(data["rounds"], "tokens_per_s")["median"],
+            "failed": sum(r["failed"] for r in data["rounds"]),
+            "startup_seconds": startup.get(target.name),
+            "rounds": data["rounds"],
+            **percentiles_ms(data["latencies"]),
+        }
+    results[OURS]["padding_efficiency"] = padding
+    if PEER in results:
+        results[OURS]["ratio_to_peer"] = results[OURS]["requests_per_s"] / results[PEER]["requests_per_s"]
+        results[PEER]["ratio_to_peer"] = 1.0
+        results[OURS]["ratio_to_peer_best"] = results[OURS]["requests_per_s_best"] / results[PEER]["requests_per_s_best"]
+        results[PEER]["ratio_to_peer_best"] = 1.0
+    return {
+        "mode": "server",
+        "preset": preset.name,
+        "preset_description": preset.description,
+        "model_dir": str(folder),
+        "workload": {"name": work.name, "count": len(work.texts), "tokens": work.tokens,
+                     "mean_tokens": work.tokens / len(work.texts), "note": work.note, "seed": options.seed},
+        "batch_size": options.batch_size,
+        "concurrency": options.concurrency,
+        "duration_s": options.duration,
+        "requests": options.requests,
+        "rounds": options.rounds,
+        "headline": "median over alternating rounds (best round also given)",
+        "server_logs": str(log_dir),
+        "commands": {p.name: p.command for p in started},
+        "peer_version": servers.infinity_version(servers.find_infinity()) if PEER in results else None,
+        "systems": results,
+    }
