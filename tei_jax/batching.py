@@ -6,9 +6,16 @@ a row (packing): each sits in its own slot, with its own positions and a segment
 attention inside it, so computed tokens stay close to real tokens whatever the length mix.
 
 - widths climb a ladder of multiples of 16 growing about 1.4x (16, 32, 48, 64, 96, 128, 176,
-  240, ...) up to the model's max input length; packed batches start at `min_width`;
-- row counts climb 1, 2, 3, 4, 6, 8, 12, 16, ... under the token budget;
+  240, ...) up to the model's max input length; when packing, widths under `min_width` exist
+  only as single-row shapes (one short query runs at 16 or 32 tokens, not 64);
+- row counts climb one by one to 8, then four steps per doubling (10, 12, 14, 16, 20, 24, 28, 32, 40, ...)
+  under the token budget, so rounding a batch up to a compiled row count wastes little;
 - slots per row are width // 4 when packing (a row can hold that many sequences), else 1.
+
+A packed batch may run wider than its longest item: `ShapePolicy.pack` tries the few widths
+above it and keeps the one with the lowest cost per real token (computed tokens, plus the
+attention's share, which grows with the width), so a handful of short items fill two rows of
+128 instead of three rows of 64 with holes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import NamedTuple, Sequence
 SEQ_MULTIPLE = 16
 MAX_ROWS = 256  # beyond this, bigger batches buy nothing on any device we serve
 MIN_TOKENS_PER_SLOT = 4
+EXACT_ROWS = 8  # every row count up to this one is compiled; above it, four steps per doubling
+WIDTH_CHOICES = 4  # how many ladder widths, from the narrowest that fits, `pack` tries
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -36,16 +45,12 @@ def seq_ladder(max_len: int, growth: float = 1.4) -> list[int]:
 
 
 def row_ladder(max_rows: int) -> list[int]:
-    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to max_rows (about 1.5x steps)."""
-    ladder, power = [], 1
-    while power <= max_rows:
-        ladder.append(power)
-        if power >= 4 and power + power // 2 <= max_rows:
-            ladder.append(power + power // 2)
-        power *= 2
-    if 3 <= max_rows and 3 not in ladder:
-        ladder.append(3)
-    return sorted(set(ladder))
+    """1, 2, ..., 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... up to max_rows (inclusive)."""
+    ladder, rows = [], 1
+    while rows <= max_rows:
+        ladder.append(rows)
+        rows += 1 if rows < EXACT_ROWS else (1 << (rows.bit_length() - 1)) // 4  # 4 steps per doubling
+    return ladder
 
 
 class BatchShape(NamedTuple):
@@ -129,12 +134,20 @@ class ShapePolicy:
     # Tokens a batch aims at, below the max_batch_tokens cap: on CPU, activations of a few
     # thousand tokens stay in cache and run faster per token than one huge batch.
     batch_tokens: int | None = None
+    # What one more key position costs a token, relative to the token's other work: attention
+    # does ~4*width*hidden FLOPs per token beside ~24*hidden^2 in the dense layers, so about
+    # 1 / (6 * hidden). Zero treats every width alike.
+    attention_cost: float = 0.0
 
     def __post_init__(self):
         if self.max_batch_tokens < SEQ_MULTIPLE:
             raise ValueError(f"max_batch_tokens must be at least {SEQ_MULTIPLE}")
         if self.batch_tokens is not None and self.batch_tokens < SEQ_MULTIPLE:
             raise ValueError(f"batch_tokens must be at least {SEQ_MULTIPLE}")
+
+    @staticmethod
+    def attention_cost_for(hidden_size: int) -> float:
+        return 1.0 / (6.0 * hidden_size)
 
     @property
     def token_budget(self) -> int:
@@ -143,11 +156,7 @@ class ShapePolicy:
 
     @property
     def widths(self) -> list[int]:
-        ladder = seq_ladder(self.max_input_length)
-        if not self.packing:
-            return ladder
-        floor = min(self.min_width, ladder[-1])
-        return [w for w in ladder if w >= floor] or [ladder[-1]]
+        return seq_ladder(self.max_input_length)
 
     def width_for(self, length: int) -> int:
         """The narrowest width that holds a sequence of this length."""
@@ -162,7 +171,10 @@ class ShapePolicy:
         return max(1, width // MIN_TOKENS_PER_SLOT) if self.packing else 1
 
     def max_rows(self, width: int) -> int:
-        """Most rows a batch of this width may have: token budget, request cap, MAX_ROWS."""
+        """Most rows a batch of this width may have: token budget, request cap, MAX_ROWS; a
+        packed width under min_width only ever runs one row."""
+        if self.packing and width < min(self.min_width, self.widths[-1]):
+            return 1
         rows = max(1, self.token_budget // width)
         if self.max_batch_requests:
             rows = min(rows, self.max_batch_requests)
@@ -183,33 +195,57 @@ class ShapePolicy:
     def packer(self, width: int) -> RowPacker:
         return RowPacker(width, self.max_rows(width), self.slots_for(width), self.max_batch_requests)
 
+    def cost(self, shape: BatchShape) -> float:
+        """Relative compute of a shape: its tokens, weighted up by the attention's share."""
+        return shape.tokens * (1.0 + self.attention_cost * shape.width)
+
     def finish(self, packer: RowPacker, indices: list[int]) -> PackedBatch:
         shape = BatchShape(self.rows_bucket(packer.rows_used, packer.width), packer.width, packer.slots)
         return PackedBatch(list(indices), list(packer.placements), shape, packer.tokens_used)
 
-    def plan(self, lengths: Sequence[int]) -> list[PackedBatch]:
-        """Place all items into batches, longest first.
+    def pack(self, lengths: Sequence[int], first: int | None = None) -> PackedBatch:
+        """One batch from candidate items; those left out are for a later batch.
 
-        Each batch takes its width from its longest item; items that would prefer a narrower
-        width only fill holes left in rows already open, so short items are never spread over
-        wide rows of their own.
+        Items go in longest first (first-fit decreasing), except `first`, placed before all
+        others so the item that waited longest is always taken. Without packing the width is
+        the longest item's; with it, the few widths above that are tried too, and of the batches
+        that take the most tokens the one with the lowest cost per real token wins (so a batch
+        never leaves items behind just to look efficient).
         """
+        if not lengths:
+            raise ValueError("nothing to pack")
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        pending = list(order)
+        if first is not None:
+            order.remove(first)
+            order.insert(0, first)
+        fits = [w for w in self.widths if w >= self.width_for(max(lengths))]
+        single_row = [w for w in fits if self.max_rows(w) == 1 and w < self.min_width]
+        choices = single_row + fits[len(single_row):len(single_row) + WIDTH_CHOICES] if self.packing else fits[:1]
+        best, best_key = None, None
+        for width in choices:
+            packer = self.packer(width)
+            taken = [i for i in order if packer.add(lengths[i]) is not None]
+            if first is not None and (not taken or taken[0] != first):
+                continue  # cannot happen for the narrowest width, which holds every item
+            batch = self.finish(packer, taken)
+            key = (-batch.real_tokens, self.cost(batch.shape) / batch.real_tokens, width)
+            if best_key is None or key < best_key:
+                best, best_key = batch, key
+        return best
+
+    def plan(self, lengths: Sequence[int]) -> list[PackedBatch]:
+        """Place all items into batches: each batch starts from the longest item left and
+        packs whatever fits best around it (`pack`), until every item is placed."""
+        pending = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches = []
         while pending:
-            width = self.width_for(lengths[pending[0]])
-            packer = self.packer(width)
-            taken, rest = [], []
-            for index in pending:
-                own_width = self.width_for(lengths[index])
-                if packer.add(lengths[index], new_row=own_width == width) is not None:
-                    taken.append(index)
-                else:
-                    rest.append(index)
-            batches.append(self.finish(packer, taken))
-            pending = rest
+            batch = self.pack([lengths[i] for i in pending], first=0)
+            taken = set(batch.indices)
+            batches.append(PackedBatch([pending[j] for j in batch.indices], batch.placements,
+                                       batch.shape, batch.real_tokens))
+            pending = [index for j, index in enumerate(pending) if j not in taken]
         return batches
+
 
 
 def padding_efficiency(batches: Sequence[PackedBatch]) -> float:

@@ -106,7 +106,10 @@ class ModelSpec:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.config.get("hidden_size") or self.config.get("dim") or self.config["d_model"])
+        for key in ("hidden_size", "n_embd", "dim", "d_model"):  # BERT-likes, NomicBERT, DistilBERT, ...
+            if self.config.get(key):
+                return int(self.config[key])
+        raise ModelLoadError("config.json: no hidden_size (nor n_embd, dim or d_model)")
 
     @property
     def vocab_size(self) -> int:

@@ -3,13 +3,14 @@
 Request threads `submit` tokenized items and get one `concurrent.futures.Future` per item. A
 single batching thread owns every JAX call (warmup included). It cuts batches by the tokens the
 device will actually compute (rows x width, padding included) and by `max_batch_requests`,
-packing items into the policy's compiled shapes with the same `RowPacker` as the offline
-planner.
+packing items into the policy's compiled shapes with the same `ShapePolicy.pack` as the
+offline planner.
 
 Why not TEI's FIFO: TEI stops at the first item that does not fit, so one long input holds every
-short one behind it. Here the queue is split by (task, width bucket); each batch takes the width
-of the bucket whose oldest item has waited longest, fills from that bucket first, then packs
-narrower items into what is left. Every item is the oldest of its bucket at some point, so
+short one behind it. Here the queue is split by (task, width bucket); each batch starts from
+the bucket whose oldest item has waited longest, takes that bucket's items and narrower ones
+as candidates, and lets the policy pack them at the width (that bucket's or a few steps wider)
+that wastes the least. Every item is the oldest of its bucket at some point, so
 nothing starves, and a long item never blocks short ones of another bucket.
 
 The device is kept busy: batch N+1 is dispatched (JAX dispatch is asynchronous) before batch N's
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .batching import BatchShape, PackedBatch, RowPacker, row_ladder
+from .batching import BatchShape, PackedBatch
 from .engine import Engine
 from .errors import BackendError, OverloadedError, UnhealthyError
 from .tokenization import Encoded
@@ -160,7 +161,6 @@ class Scheduler:
         self._compiles_at_ready: int | None = None
         self._compiles_reported = 0
         self._last_done = 0.0
-        self._row_caps = {width: max(row_ladder(self.policy.max_rows(width))) for width in self.policy.widths}
 
     # Lifecycle --------------------------------------------------------------------------------
     def start(self, warmup: bool = True, progress: Callable | None = None,
@@ -261,52 +261,59 @@ class Scheduler:
             pending = launched
 
     def _next_batch(self) -> tuple[str, list[_Entry], PackedBatch] | None:
-        """Take one batch from the queue (the caller holds the lock)."""
+        """Take one batch from the queue (the caller holds the lock).
+
+        Candidates are the oldest bucket's items, then narrower buckets' items of the same
+        task, oldest first, up to about what one batch can hold; the policy packs them (the
+        oldest item always goes in) and the rest stay queued in their order."""
         self._drop_cancelled_heads()
         heads = [(group[0].enqueued, key) for key, group in self._groups.items() if group]
         if not heads:
             return None
         _, (task, width) = min(heads)
-        packer = RowPacker(width, self._row_caps[width], self.policy.slots_for(width),
-                           self.policy.max_batch_requests)
         narrower = sorted((group[0].enqueued, w) for (t, w), group in self._groups.items()
                           if t == task and w < width and group)
-        entries: list[_Entry] = []
-        for key in [(task, width)] + [(task, w) for _, w in narrower]:
-            self._queued -= self._fill(self._groups[key], packer, entries)
-            if packer.max_items is not None and len(entries) >= packer.max_items:
-                break
-        if not entries:
+        candidates = self._candidates([(task, width)] + [(task, w) for _, w in narrower])
+        if not candidates:
             return None
-        shape = BatchShape(self.policy.rows_bucket(packer.rows_used, width), width, packer.slots)
-        batch = PackedBatch(list(range(len(entries))), list(packer.placements), shape, packer.tokens_used)
-        return task, entries, batch
-
-    def _fill(self, group: deque[_Entry], packer: RowPacker, entries: list[_Entry]) -> int:
-        """Move the group's items that fit into the packer (and drop cancelled ones), keeping
-        the rest in order; returns how many left the group."""
-        kept: deque[_Entry] = deque()
-        before = len(group)
-        while group:
-            entry = group.popleft()
-            if entry.future.cancelled():
-                self._dropped(1)
-                continue
-            if packer.add(len(entry.item)) is None:
-                kept.append(entry)
-                if packer.max_items is not None and len(packer.placements) >= packer.max_items:
-                    break
-                continue
+        packed = self.policy.pack([len(entry.item) for _, entry in candidates], first=0)
+        entries = [candidates[i][1] for i in packed.indices]
+        taken = {id(entry) for entry in entries}
+        for key in {key for key, _ in candidates}:
+            group = self._groups[key]
+            kept = [entry for entry in group if id(entry) not in taken]
+            group.clear()
+            group.extend(kept)
+        self._queued -= len(entries)
+        for entry in entries:
             # Placed: from here on the client can no longer cancel it. If it was cancelled in
             # the meantime, its slot is still computed but nobody is answered.
             entry.live = entry.future.set_running_or_notify_cancel()
             if not entry.live:
                 self._dropped(1)
-            entries.append(entry)
-        kept.extend(group)
-        group.clear()
-        group.extend(kept)
-        return before - len(kept)
+        batch = PackedBatch(list(range(len(entries))), packed.placements, packed.shape, packed.real_tokens)
+        return task, entries, batch
+
+    def _candidates(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], _Entry]]:
+        """Queued items of these buckets, in order, until they hold about two batches' worth
+        of tokens (or the request cap); cancelled ones met on the way are dropped."""
+        budget = 2 * self.policy.token_budget
+        cap = self.policy.max_batch_requests
+        found, tokens = [], 0
+        for key in keys:
+            group = self._groups[key]
+            if any(entry.future.cancelled() for entry in group):
+                kept = [entry for entry in group if not entry.future.cancelled()]
+                self._queued -= len(group) - len(kept)
+                self._dropped(len(group) - len(kept))
+                group.clear()
+                group.extend(kept)
+            for entry in group:
+                if tokens >= budget or (cap is not None and len(found) >= cap):
+                    return found
+                found.append((key, entry))
+                tokens += len(entry.item)
+        return found
 
     def _drop_cancelled_heads(self) -> None:
         for group in self._groups.values():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tiny_models as tm
 
-from tei_jax.engine import EMBED, EMBED_ALL, PREDICT
+from tei_jax.engine import EMBED_ALL, PREDICT
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "camembert", "distilbert"]
 
