@@ -22,13 +22,14 @@ from flask import Blueprint, Response, current_app, g, request
 from tei_jax.engine import EMBED, EMBED_ALL, PREDICT
 from tei_jax.errors import EmptyInputError, TEIError, UnhealthyError, ValidationError
 
-from . import schemas
+from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
-from .service import Service, Timings
+from .service import ClientDisconnected, Service, Timings
 
 log = logging.getLogger("app.routes")
 bp = Blueprint("tei", __name__)
 UNHEALTHY = orjson.dumps({"error": "unhealthy", "error_type": "Unhealthy"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for it; nobody reads this response
 
 
 def service() -> Service:
@@ -92,6 +93,11 @@ def tei_route(openai: bool = False, headers: bool = True) -> Callable:
             except PlainError as exc:
                 metrics.request_failure.labels("validation").inc()
                 return exc.response()
+            except ClientDisconnected:
+                # Nobody will read an answer; its queued items were withdrawn (and counted).
+                log.info("%s %s: the client went away before its results were ready",
+                         request.method, request.path)
+                return Response(status=CLIENT_CLOSED_REQUEST)
             except TEIError as exc:
                 label = FAILURE_LABEL.get(exc.error_type, "inference")
                 if exc.error_type == "Backend" and not g.get("inferring"):
@@ -141,7 +147,7 @@ def input_count(inputs) -> tuple[int, bool]:
 
 def infer(task: str, items, timings: Timings):
     g.inferring = True
-    return service().infer(task, items, timings)
+    return service().infer(task, items, timings, client_gone=client_watch.watcher(request.environ))
 
 
 # Embeddings ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Callable, Sequence
 
 from tei_jax.errors import TEIError, UnhealthyError
@@ -26,6 +26,11 @@ from .settings import Settings
 log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
+CLIENT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
+
+
+class ClientDisconnected(Exception):
+    """The client hung up before its results were ready; its queued items were dropped."""
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
 
 
@@ -64,6 +69,8 @@ class Service:
     def __init__(self, settings: Settings, on_fatal: Callable[[BaseException], None] | None = None):
         self.settings = settings
         self.permits = Permits(settings.max_concurrent_requests)
+        self._tokenizers = ThreadPoolExecutor(max(1, settings.tokenization_workers),
+                                              thread_name_prefix="tei-jax-tokenizer")
         self.model = None
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics()
@@ -132,10 +139,14 @@ class Service:
 
     # Requests ---------------------------------------------------------------------------
     def tokenize(self, timings: Timings, prepare: Callable[[], list[Encoded]]) -> list[Encoded]:
-        """Run a model's prepare_* in this (request) thread and record its timings."""
-        started = time.perf_counter()
-        items = prepare()
-        elapsed = time.perf_counter() - started
+        """Run a model's prepare_* on one of the `--tokenization-workers` threads (so however
+        many request threads there are, that many tokenize at once) and record its timings."""
+
+        def timed() -> tuple[list[Encoded], float]:
+            started = time.perf_counter()
+            return prepare(), time.perf_counter() - started
+
+        items, elapsed = self._tokenizers.submit(timed).result()
         timings.tokenization = elapsed / max(1, len(items))
         timings.chars += sum(item.chars for item in items)
         timings.tokens += sum(len(item) for item in items)
@@ -143,12 +154,17 @@ class Service:
             self.metrics.input_length.observe(len(item))
         return items
 
-    def infer(self, task: str, items: Sequence[Encoded], timings: Timings | None = None) -> list[Result]:
+    def infer(self, task: str, items: Sequence[Encoded], timings: Timings | None = None,
+              client_gone: Callable[[], bool] | None = None) -> list[Result]:
         """Submit each item on its own and wait for all; the first failure fails the request
-        and withdraws its other items from the queue."""
+        and withdraws its other items from the queue. With `client_gone`, a client that hangs
+        up meanwhile has its items withdrawn too (ClientDisconnected)."""
         futures = self.scheduler.submit(task, items)
         try:
-            wait(futures, return_when=FIRST_EXCEPTION)
+            while wait(futures, timeout=None if client_gone is None else CLIENT_POLL_S,
+                       return_when=FIRST_EXCEPTION).not_done:
+                if client_gone():
+                    raise ClientDisconnected()
             for future in futures:
                 if future.done() and future.exception() is not None:
                     raise _as_tei(future.exception())
