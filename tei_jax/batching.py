@@ -13,9 +13,9 @@ attention inside it, so computed tokens stay close to real tokens whatever the l
 - slots per row are width // 4 when packing (a row can hold that many sequences), else 1.
 
 A packed batch may run wider than its longest item: `ShapePolicy.pack` tries the few widths
-above it and keeps the one with the lowest cost per real token (computed tokens, plus the
-attention's share, which grows with the width), so a handful of short items fill two rows of
-128 instead of three rows of 64 with holes.
+above it and keeps the one with the lowest cost per real token (computed tokens, the
+attention's share, which grows with the width, and a fixed overhead per batch), so three items
+of 40 tokens may run as one row of 128 rather than three rows of 64.
 """
 
 from __future__ import annotations
@@ -138,6 +138,9 @@ class ShapePolicy:
     # does ~4*width*hidden FLOPs per token beside ~24*hidden^2 in the dense layers, so about
     # 1 / (6 * hidden). Zero treats every width alike.
     attention_cost: float = 0.0
+    # A batch's fixed cost (dispatch, weights read once, a few small ops), in tokens: keeps
+    # `pack` from leaving items behind for a tidier but smaller batch.
+    batch_overhead: float = 64.0
 
     def __post_init__(self):
         if self.max_batch_tokens < SEQ_MULTIPLE:
@@ -146,8 +149,10 @@ class ShapePolicy:
             raise ValueError(f"batch_tokens must be at least {SEQ_MULTIPLE}")
 
     @staticmethod
-    def attention_cost_for(hidden_size: int) -> float:
-        return 1.0 / (6.0 * hidden_size)
+    def attention_cost_for(hidden_size: int, backend: str = "gpu") -> float:
+        """FLOP count says 1 / (6 * hidden); XLA's CPU attention (scores materialised, masked,
+        soft-maxed in several passes) measured about 11x that on MiniLM: 1 / (0.5 * hidden)."""
+        return 2.0 / hidden_size if backend == "cpu" else 1.0 / (6.0 * hidden_size)
 
     @property
     def token_budget(self) -> int:
@@ -157,6 +162,11 @@ class ShapePolicy:
     @property
     def widths(self) -> list[int]:
         return seq_ladder(self.max_input_length)
+
+    @property
+    def regular_width(self) -> int:
+        """The narrowest width that runs more than one row when packing."""
+        return next((w for w in self.widths if w >= self.min_width), self.widths[-1])
 
     def width_for(self, length: int) -> int:
         """The narrowest width that holds a sequence of this length."""
@@ -173,7 +183,7 @@ class ShapePolicy:
     def max_rows(self, width: int) -> int:
         """Most rows a batch of this width may have: token budget, request cap, MAX_ROWS; a
         packed width under min_width only ever runs one row."""
-        if self.packing and width < min(self.min_width, self.widths[-1]):
+        if self.packing and width < self.regular_width:
             return 1
         rows = max(1, self.token_budget // width)
         if self.max_batch_requests:
@@ -203,14 +213,18 @@ class ShapePolicy:
         shape = BatchShape(self.rows_bucket(packer.rows_used, packer.width), packer.width, packer.slots)
         return PackedBatch(list(indices), list(packer.placements), shape, packer.tokens_used)
 
-    def pack(self, lengths: Sequence[int], first: int | None = None) -> PackedBatch:
+    def pack(self, lengths: Sequence[int], first: int | None = None,
+             narrow_fill_holes_only: bool = False) -> PackedBatch:
         """One batch from candidate items; those left out are for a later batch.
 
         Items go in longest first (first-fit decreasing), except `first`, placed before all
-        others so the item that waited longest is always taken. Without packing the width is
-        the longest item's; with it, the few widths above that are tried too, and of the batches
-        that take the most tokens the one with the lowest cost per real token wins (so a batch
-        never leaves items behind just to look efficient).
+        others so the item that waited longest is always taken. With
+        `narrow_fill_holes_only`, items that fit a narrower width than the longest one only
+        fill space in rows already open (a planner that will batch them anyway keeps them
+        out of wide rows, where attention costs more). Without packing the width is
+        the longest item's; with it, the few widths above that are tried too, and the batch
+        with the lowest cost per real token wins, its fixed overhead counted (so a batch does
+        not leave items behind just to look tidy).
         """
         if not lengths:
             raise ValueError("nothing to pack")
@@ -218,28 +232,33 @@ class ShapePolicy:
         if first is not None:
             order.remove(first)
             order.insert(0, first)
-        fits = [w for w in self.widths if w >= self.width_for(max(lengths))]
-        single_row = [w for w in fits if self.max_rows(w) == 1 and w < self.min_width]
+        base = self.width_for(max(lengths))
+        fits = [w for w in self.widths if w >= base]
+        bucket = max(base, self.regular_width)
+        opens_rows = [not narrow_fill_holes_only or max(self.width_for(n), self.regular_width) >= bucket
+                      for n in lengths]
+        single_row = [w for w in fits if w < self.regular_width]
         choices = single_row + fits[len(single_row):len(single_row) + WIDTH_CHOICES] if self.packing else fits[:1]
         best, best_key = None, None
         for width in choices:
             packer = self.packer(width)
-            taken = [i for i in order if packer.add(lengths[i]) is not None]
+            taken = [i for i in order if packer.add(lengths[i], new_row=opens_rows[i]) is not None]
             if first is not None and (not taken or taken[0] != first):
                 continue  # cannot happen for the narrowest width, which holds every item
             batch = self.finish(packer, taken)
-            key = (-batch.real_tokens, self.cost(batch.shape) / batch.real_tokens, width)
+            key = ((self.cost(batch.shape) + self.batch_overhead) / batch.real_tokens, width)
             if best_key is None or key < best_key:
                 best, best_key = batch, key
         return best
 
     def plan(self, lengths: Sequence[int]) -> list[PackedBatch]:
-        """Place all items into batches: each batch starts from the longest item left and
-        packs whatever fits best around it (`pack`), until every item is placed."""
+        """Place all items into batches: each batch starts from the longest item left, opens
+        rows for the items of its width bucket and fills their holes with shorter items
+        (`pack`), until every item is placed."""
         pending = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches = []
         while pending:
-            batch = self.pack([lengths[i] for i in pending], first=0)
+            batch = self.pack([lengths[i] for i in pending], first=0, narrow_fill_holes_only=True)
             taken = set(batch.indices)
             batches.append(PackedBatch([pending[j] for j in batch.indices], batch.placements,
                                        batch.shape, batch.real_tokens))

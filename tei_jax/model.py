@@ -353,6 +353,6 @@ def load(
         batch_tokens = CPU_BATCH_TOKENS
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
-                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size))
+                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, jax.default_backend()))
     engine = Engine(spec, arch, params, policy, dense)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)

@@ -46,7 +46,7 @@ def test_plan_covers_every_item_once_within_shapes(seed):
 def test_short_items_fill_the_long_items_row():
     policy = ShapePolicy(512, max_batch_tokens=16384)
     plan = policy.plan([400] + [5] * 100)
-    assert plan[0].shape.width == 464 and plan[0].indices[0] == 0
+    assert plan[0].shape.width >= 464 and plan[0].shape.rows == 1 and plan[0].indices[0] == 0
     assert len(plan[0].indices) > 1  # short items packed into the long row's free space
     assert sum(b.real_tokens for b in plan) == 900 and padding_efficiency(plan) > 0.9
 
@@ -67,7 +67,7 @@ def test_pack_picks_a_wider_width_when_it_wastes_less():
     batch = policy.pack(lengths)
     assert batch.shape == (1, 128, 32) and batch.real_tokens == 120
     # Attention's cost makes a wide row dearer: with a heavy weight the narrow rows win.
-    heavy = ShapePolicy(256, max_batch_tokens=2048, attention_cost=0.05)
+    heavy = ShapePolicy(256, max_batch_tokens=2048, attention_cost=0.03, batch_overhead=1000)
     assert heavy.pack(lengths).shape.width == 64
 
 
