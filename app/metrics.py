@@ -67,6 +67,14 @@ class Metrics:
         self._real_tokens = 0
         self._computed_tokens = 0
 
+    def set_max_input_length(self, max_input_length: int) -> None:
+        """Re-bucket the input-length histogram once the model is known. Nothing has been
+        observed in it before (inputs are only tokenized by a loaded model), and every other
+        metric, failures while loading included, is kept."""
+        self.registry.unregister(self.input_length)
+        self.input_length = Histogram("te_request_input_length", "Tokens per input",
+                                      buckets=input_length_buckets(max_input_length), registry=self.registry)
+
     # Scheduler hooks ----------------------------------------------------------------------
     def on_batch(self, stats: BatchStats) -> None:
         self.batch_next_size.observe(stats.size)

@@ -101,7 +101,7 @@ class Service:
                 default_prompt=s.default_prompt, compile_cache=s.compile_cache_dir,
             )
             # The input-length histogram's buckets depend on the model's max input length.
-            self.metrics = Metrics(model.max_input_length)
+            self.metrics.set_max_input_length(model.max_input_length)
             log.info("Model loaded in %.1fs: %s, %s, max_input_length %d, %s",
                      time.perf_counter() - self._started_at, model.kind, model.dtype,
                      model.max_input_length, _describe_type(model))
