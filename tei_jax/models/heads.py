@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from ..config import ModelSpec
 from ..weights import WeightReader, safetensors_files
-from .layers import Norm, activation, dense
+from .layers import CHECKPOINT_ONLY, Norm, activation, dense
 
 # A step is ("dense", name, features or None for num_labels, use_bias), ("act", name) or
 # ("norm", name, kind, eps, use_bias).
@@ -62,7 +62,7 @@ class MaskedLMHead(nn.Module):
         x = dense(self.hidden_size, self.transform_bias, self.dtype, "transform")(hidden)
         x = activation(self.hidden_act)(x)
         x = Norm(self.norm_kind, self.norm_eps, self.norm_bias, self.dtype, name="norm")(x)
-        decoder = self.param("decoder", nn.initializers.normal(), (self.vocab_size, self.hidden_size), self.dtype)
+        decoder = self.param("decoder", CHECKPOINT_ONLY, (self.vocab_size, self.hidden_size), self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), self.dtype)
         logits = jnp.einsum("...d,vd->...v", x, decoder, preferred_element_type=jnp.float32)
         return logits + bias.astype(jnp.float32)

@@ -18,6 +18,11 @@ import numpy as np
 
 from .attention import alibi_slopes, attend
 
+# Weights always come from a checkpoint, never from an initializer. Flax still evaluates a
+# parameter's initializer (abstractly) on every trace to check its shape, so a trivial one
+# keeps tracing each compiled shape cheap (random initializers cost ~3 ms per parameter).
+CHECKPOINT_ONLY = nn.initializers.zeros_init()
+
 
 def gelu_exact(x):
     return jax.nn.gelu(x, approximate=False)
@@ -136,7 +141,8 @@ class Norm(nn.Module):
 
 
 def dense(features: int, use_bias: bool, dtype, name: str) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name)
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name,
+                    kernel_init=CHECKPOINT_ONLY)
 
 
 def rotary_inv_freq(
@@ -246,7 +252,7 @@ class MoEMLP(nn.Module):
         logits = dense(experts, False, cfg.dtype, "router")(x).astype(jnp.float32)
         top_weights, top_experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.moe_top_k)
         gates = jnp.sum(jax.nn.one_hot(top_experts, experts, dtype=jnp.float32) * top_weights[..., None], axis=-2)
-        init = nn.initializers.normal(0.02)
+        init = CHECKPOINT_ONLY
         w_in = self.param("w_in", init, (experts, hidden, width), cfg.dtype)
         w_out = self.param("w_out", init, (experts, width, hidden), cfg.dtype)
         bias = self.param("bias", nn.initializers.zeros, (hidden,), cfg.dtype)
@@ -287,7 +293,7 @@ class RelativePositionBias(nn.Module):
     @nn.compact
     def __call__(self, seq_len: int):
         cfg = self.cfg
-        table = self.param("embedding", nn.initializers.normal(0.02), (cfg.relative_buckets, cfg.num_heads), cfg.dtype)
+        table = self.param("embedding", CHECKPOINT_ONLY, (cfg.relative_buckets, cfg.num_heads), cfg.dtype)
         buckets = relative_position_buckets(seq_len, cfg.relative_buckets, cfg.relative_max_distance)
         return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)  # [1, heads, q, k]
 
@@ -336,12 +342,15 @@ class Embeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, type_ids, position_ids):
         cfg = self.cfg
-        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype, name="word")(input_ids)
+        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
+                     embedding_init=CHECKPOINT_ONLY, name="word")(input_ids)
         if cfg.positions == "learned":
             positions = position_ids + cfg.position_offset
-            x = x + nn.Embed(cfg.max_positions, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype, name="position")(positions)
+            x = x + nn.Embed(cfg.max_positions, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
+                     embedding_init=CHECKPOINT_ONLY, name="position")(positions)
         if cfg.type_vocab_size:
-            x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype, name="token_type")(type_ids)
+            x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
+                     embedding_init=CHECKPOINT_ONLY, name="token_type")(type_ids)
         if cfg.embedding_norm:
             x = Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name="norm")(x)
         return x
