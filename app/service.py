@@ -27,11 +27,11 @@ log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
 CLIENT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
+WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
 
 
 class ClientDisconnected(Exception):
     """The client hung up before its results were ready; its queued items were dropped."""
-WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
 
 
 @dataclasses.dataclass

@@ -8,8 +8,8 @@ attention inside it, so computed tokens stay close to real tokens whatever the l
 - widths climb a ladder of multiples of 16 growing about 1.4x (16, 32, 48, 64, 96, 128, 176,
   240, ...) up to the model's max input length; when packing, widths under `min_width` exist
   only as single-row shapes (one short query runs at 16 or 32 tokens, not 64);
-- row counts climb one by one to 8, then four steps per doubling (10, 12, 14, 16, 20, 24, 28, 32, 40, ...)
-  under the token budget, so rounding a batch up to a compiled row count wastes little;
+- row counts climb one by one to 8, then four steps per doubling (10, 12, 14, 16, 20, 24, 28,
+  32, 40, ...) under the token budget, so rounding up to a compiled row count wastes little;
 - slots per row are width // 4 when packing (a row can hold that many sequences), else 1.
 
 A packed batch may run wider than its longest item: `ShapePolicy.pack` tries the few widths
@@ -238,7 +238,8 @@ class ShapePolicy:
         opens_rows = [not narrow_fill_holes_only or max(self.width_for(n), self.regular_width) >= bucket
                       for n in lengths]
         single_row = [w for w in fits if w < self.regular_width]
-        choices = single_row + fits[len(single_row):len(single_row) + WIDTH_CHOICES] if self.packing else fits[:1]
+        regular = fits[len(single_row):len(single_row) + WIDTH_CHOICES]
+        choices = single_row + regular if self.packing else fits[:1]
         best, best_key = None, None
         for width in choices:
             packer = self.packer(width)

@@ -349,10 +349,11 @@ def load(
         log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
     dense = [to_device(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32)) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
-    if batch_tokens is None and jax.default_backend() == "cpu":
+    backend = jax.default_backend()
+    if batch_tokens is None and backend == "cpu":
         batch_tokens = CPU_BATCH_TOKENS
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
-                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, jax.default_backend()))
+                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend))
     engine = Engine(spec, arch, params, policy, dense)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)

@@ -264,7 +264,7 @@ class Scheduler:
         """Take one batch from the queue (the caller holds the lock).
 
         Candidates are the oldest bucket's items, then narrower buckets' items of the same
-        task, oldest first, up to about what one batch can hold; the policy packs them (the
+        task, oldest first, up to about two batches' worth; the policy packs them (the
         oldest item always goes in) and the rest stay queued in their order."""
         self._drop_cancelled_heads()
         heads = [(group[0].enqueued, key) for key, group in self._groups.items() if group]
