@@ -28,3 +28,15 @@ class Architecture:
     checkpoint_prefixes: tuple[str, ...] = ("",)
     output_size: int | None = None  # per-token width when a projection follows the stack (Qwen3 `linear`)
 
+
+def param_loader(load_encoder: Callable[[WeightReader, object], dict], cfg: object,
+                 load_head: Callable[[WeightReader], dict] | None = None) -> Callable[[WeightReader], dict]:
+    """The `load_params` most families need: their encoder's weights, then the head's if any."""
+
+    def load_params(reader: WeightReader) -> dict:
+        params = {"encoder": load_encoder(reader, cfg)}
+        if load_head is not None:
+            params["head"] = load_head(reader)
+        return params
+
+    return load_params

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..config import ModelSpec
 from ..errors import ModelLoadError
 from ..weights import WeightReader
-from .architecture import Architecture
+from .architecture import Architecture, param_loader
 from .heads import ClassificationHead, MaskedLMHead
 from .layers import ACTIVATIONS, Transformer, TransformerConfig
 
@@ -123,11 +123,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     elif spec.pooling == "splade":
         head, load_head = _mlm_head(spec, cfg, roberta_like)
 
-    def load_params(reader: WeightReader) -> dict:
-        params = {"encoder": load_encoder(reader, cfg)}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
+    load_params = param_loader(load_encoder, cfg, load_head)
 
     return Architecture(
         encoder=Transformer(cfg),

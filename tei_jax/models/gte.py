@@ -14,7 +14,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from ..weights import WeightReader
 from . import fields
-from .architecture import Architecture
+from .architecture import Architecture, param_loader
 from .heads import pooler_classifier
 from .layers import Transformer, TransformerConfig
 
@@ -91,11 +91,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     if spec.kind in ("classifier", "reranker"):
         head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
 
-    def load_params(reader: WeightReader) -> dict:
-        params = {"encoder": load_encoder(reader, cfg)}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
+    load_params = param_loader(load_encoder, cfg, load_head)
 
     return Architecture(
         encoder=Transformer(cfg), load_params=load_params, head=head,

@@ -14,7 +14,7 @@ import numpy as np
 from ..config import ModelSpec
 from ..weights import WeightReader
 from . import fields
-from .architecture import Architecture
+from .architecture import Architecture, param_loader
 from .heads import ClassificationHead, MaskedLMHead
 from .layers import Transformer, TransformerConfig
 
@@ -141,11 +141,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     elif spec.pooling == "splade":
         head, load_head = _mlm_head(spec, cfg)
 
-    def load_params(reader: WeightReader) -> dict:
-        params = {"encoder": load_encoder(reader, cfg)}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
+    load_params = param_loader(load_encoder, cfg, load_head)
 
     return Architecture(
         encoder=Transformer(cfg), load_params=load_params, head=head, classifier_pooling=pooling,

@@ -11,7 +11,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from ..weights import WeightReader
 from . import fields
-from .architecture import Architecture
+from .architecture import Architecture, param_loader
 from .heads import ClassificationHead
 from .layers import Transformer, TransformerConfig
 
@@ -78,11 +78,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     if spec.kind in ("classifier", "reranker"):
         head, load_head = _classifier(spec, cfg)
 
-    def load_params(reader: WeightReader) -> dict:
-        params = {"encoder": load_encoder(reader, cfg)}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
+    load_params = param_loader(load_encoder, cfg, load_head)
 
     return Architecture(
         encoder=Transformer(cfg), load_params=load_params, head=head,
