@@ -39,8 +39,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix=f"tei-jax-{name}-")) / "server.log"
-        environment = dict(os.environ, TEI_JAX_COMPILE_CACHE="none", TOKENIZERS_PARALLELISM="false",
-                           JAX_PLATFORMS="cpu", **(env or {}))
+        # The session's compile cache (tests/conftest.py) is inherited: a server started again
+        # on a model an earlier one compiled loads its programs instead.
+        environment = dict(os.environ, TOKENIZERS_PARALLELISM="false", JAX_PLATFORMS="cpu", **(env or {}))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port), *args],
@@ -85,7 +86,7 @@ def _embedding_model() -> Path:
 
 FLEET = {
     # Tiny BERT, mean pooling; guarded by an api key and a small payload limit.
-    "embed": lambda: ["--model-id", str(_embedding_model()), "--max-batch-tokens", "512",
+    "embed": lambda: ["--model-id", str(_embedding_model()), "--max-batch-tokens", "256",
                       "--api-key", API_KEY, "--payload-limit", "200000", "--served-model-name", "tiny-embed"],
     "classifier": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=3)),
                            "--max-batch-tokens", "256"],

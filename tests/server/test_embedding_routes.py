@@ -166,7 +166,7 @@ def test_info(embed_server, auth):
     info = requests.get(embed_server.url + "/info", headers=auth).json()
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert info["served_model_name"] == "tiny-embed"
-    assert info["max_input_length"] == 128 and info["max_batch_tokens"] == 512
+    assert info["max_input_length"] == 128 and info["max_batch_tokens"] == 256
     assert info["max_concurrent_requests"] == 512 and info["max_client_batch_size"] == 32
     assert info["auto_truncate"] is True and info["model_dtype"] == "float32"
     for key in ("model_id", "model_sha", "max_batch_requests", "tokenization_workers", "version", "sha",
