@@ -20,7 +20,9 @@ of 40 tokens may run as one row of 128 rather than three rows of 64.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 from typing import NamedTuple, Sequence
 
 SEQ_MULTIPLE = 16
@@ -159,21 +161,21 @@ class ShapePolicy:
         """Most tokens (padding included) one batch computes."""
         return min(self.max_batch_tokens, self.batch_tokens or self.max_batch_tokens)
 
-    @property
+    @functools.cached_property
     def widths(self) -> list[int]:
         return seq_ladder(self.max_input_length)
 
-    @property
+    @functools.cached_property
     def regular_width(self) -> int:
         """The narrowest width that runs more than one row when packing."""
         return next((w for w in self.widths if w >= self.min_width), self.widths[-1])
 
     def width_for(self, length: int) -> int:
         """The narrowest width that holds a sequence of this length."""
-        for width in self.widths:
-            if length <= width:
-                return width
-        raise ValueError(f"length {length} exceeds the largest width {self.widths[-1]}")
+        index = bisect.bisect_left(self.widths, length)
+        if index == len(self.widths):
+            raise ValueError(f"length {length} exceeds the largest width {self.widths[-1]}")
+        return self.widths[index]
 
     seq_bucket = width_for
 
@@ -235,15 +237,18 @@ class ShapePolicy:
         base = self.width_for(max(lengths))
         fits = [w for w in self.widths if w >= base]
         bucket = max(base, self.regular_width)
-        opens_rows = [not narrow_fill_holes_only or max(self.width_for(n), self.regular_width) >= bucket
-                      for n in lengths]
+        if narrow_fill_holes_only:
+            opener = {n: max(self.width_for(n), self.regular_width) >= bucket for n in set(lengths)}
+            opens_rows = [opener[n] for n in lengths]
+        else:
+            opens_rows = [True] * len(lengths)
         single_row = [w for w in fits if w < self.regular_width]
         regular = fits[len(single_row):len(single_row) + WIDTH_CHOICES]
         choices = single_row + regular if self.packing else fits[:1]
         best, best_key = None, None
         for width in choices:
             packer = self.packer(width)
-            taken = [i for i in order if packer.add(lengths[i], new_row=opens_rows[i]) is not None]
+            taken = self._fill(packer, order, lengths, opens_rows)
             if first is not None and (not taken or taken[0] != first):
                 continue  # cannot happen for the narrowest width, which holds every item
             batch = self.finish(packer, taken)
@@ -251,6 +256,28 @@ class ShapePolicy:
             if best_key is None or key < best_key:
                 best, best_key = batch, key
         return best
+
+    @staticmethod
+    def _fill(packer: RowPacker, order: list[int], lengths: Sequence[int], opens_rows: list[bool]) -> list[int]:
+        """Offer items to the packer in order and return those it took.
+
+        Rows only fill up, so once an item of some length found no room, a later one at least
+        as long cannot either (until a new row opens): those are skipped without a scan,
+        which keeps planning hundreds of items to a few milliseconds."""
+        taken: list[int] = []
+        no_room_from = None  # the shortest length that found no room since the last new row
+        rows = 0
+        for i in order:
+            length = lengths[i]
+            if no_room_from is not None and length >= no_room_from:
+                continue
+            if packer.add(length, new_row=opens_rows[i]) is None:
+                no_room_from = length
+                continue
+            taken.append(i)
+            if packer.rows_used != rows:
+                rows, no_room_from = packer.rows_used, None
+        return taken
 
     def plan(self, lengths: Sequence[int]) -> list[PackedBatch]:
         """Place all items into batches: each batch starts from the longest item left, opens
