@@ -24,6 +24,7 @@ from tei_jax.errors import EmptyInputError, TEIError, UnhealthyError, Validation
 
 from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import ClientDisconnected, Service, Timings
 
 log = logging.getLogger("app.routes")
@@ -435,7 +436,7 @@ def metrics():
     if svc.scheduler is not None:
         svc.metrics.queue_size.set(svc.scheduler.queue_size)
         svc.metrics.compiles_after_warmup.set(svc.scheduler.compiles_since_ready)
-    return Response(svc.metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(svc.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
 # Kept importable for the OpenAPI document: route -> (request model, response model, summary).

@@ -219,15 +219,15 @@ def test_cors(embed_server):
 def test_metrics(embed_server, post):
     post("/embed", {"inputs": ["a", "b"]})
     text = requests.get(embed_server.url + "/metrics").text
-    for name in ("te_request_count_total", "te_request_success_total", "te_request_failure_total",
+    for name in ("te_request_count", "te_request_success", "te_request_failure",
                  "te_request_duration_bucket", "te_request_tokenization_duration_bucket",
                  "te_request_queue_duration_bucket", "te_request_inference_duration_bucket",
                  "te_request_input_length_bucket", "te_batch_next_size_bucket", "te_batch_next_tokens_bucket",
                  "te_batch_inference_duration_bucket", "te_queue_size", "te_padding_efficiency",
-                 "te_embed_count_total", "te_compilations_after_warmup"):
+                 "te_embed_count", "te_compilations_after_warmup"):
         assert name in text, name
-    assert 'te_request_count_total{method="batch"}' in text
-    assert 'te_request_failure_total{err="validation"}' in text
+    assert 'te_request_count{method="batch"}' in text
+    assert 'te_request_failure{err="validation"}' in text
 
 
 def test_docs_and_openapi(embed_server):
