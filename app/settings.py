@@ -124,6 +124,19 @@ class _EnvDefaults(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
 
+class _Version(argparse.Action):
+    """`--version`: prints `text-embeddings-router <tei-jax version>` (clap's format), exit 0."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from tei_jax import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _EnvDefaults(
         prog="text-embeddings-router",
@@ -131,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
+    add("-V", "--version", action=_Version, help="Print the version (tei-jax's) and exit")
     add("--model-id", env="MODEL_ID", default=DEFAULT_MODEL_ID,
         help="The name of the model to load. Can be a MODEL_ID as listed on <https://hf.co/models> like "
              "`BAAI/bge-large-en-v1.5`, or a local directory containing the model files. Without it, the "
