@@ -166,7 +166,7 @@ def run_embed(req: schemas.EmbedRequest, kind: str = "embed"):
             dimensions=req.dimensions))
         service().metrics.embed_count.inc(len(items))
         results = infer(EMBED, items, timings)
-    vectors = model.finish_embed([r.output for r in results], req.normalize, req.dimensions)
+    vectors = model.finish_embed([r.output for r in results], req.normalize, req.dimensions, items)
     service().metrics.embed_success.inc(len(items))
     service().metrics.embed_duration.observe(time.perf_counter() - timings.start)
     return vectors, batch, timings

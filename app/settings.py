@@ -62,6 +62,8 @@ class Settings:
     compile_cache_dir: str = str(DEFAULT_COMPILE_CACHE)  # "none" turns the cache off
     worker_threads: int = 64
     graceful_timeout: int = 30
+    chunk_long_inputs: bool = False  # opt-in: TEI truncates or refuses long inputs
+    chunk_overlap: int = 0
 
     @property
     def model_name(self) -> str:
@@ -92,6 +94,14 @@ def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return number
 
 
@@ -243,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
                       default=int(os.environ.get("GRACEFUL_TIMEOUT", 30)),
                       help="Seconds a stopping server (SIGTERM) keeps answering requests it already "
                            "accepted [env: GRACEFUL_TIMEOUT=] [default: 30]")
+    ours.add_argument("--chunk-long-inputs", type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                      default=parse_bool(os.environ.get("CHUNK_LONG_INPUTS", "false")),
+                      help="Embed an input longer than the model's limit as overlapping token windows pooled "
+                           "by a token-weighted mean, instead of truncating it (embedding models only) "
+                           "[env: CHUNK_LONG_INPUTS=] [default: false]")
+    ours.add_argument("--chunk-overlap", type=non_negative_int, default=int(os.environ.get("CHUNK_OVERLAP", 0)),
+                      help="Tokens shared by consecutive windows with --chunk-long-inputs "
+                           "[env: CHUNK_OVERLAP=] [default: 0]")
     return parser
 
 

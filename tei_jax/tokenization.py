@@ -162,6 +162,27 @@ class Tokenizer:
             raise EmptyInputError("Input validation error: `inputs` cannot be empty")
         return Encoded(tuple(encoding.ids), tuple(encoding.type_ids), chars)
 
+    def encode_whole(self, text: str, *, prompt_name: str | None = None) -> tuple[Encoded, int, int]:
+        """Tokenize one text whatever its length (chunking splits it afterwards): the entry, and
+        how many of its first and last tokens every window repeats: the template's special
+        tokens, plus the prompt's tokens when they tokenize as a clean prefix."""
+        if not isinstance(text, str):
+            raise ValidationError("`inputs` must be a string to be chunked")
+        if text == "":
+            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+        prompt = self.prompt_text(prompt_name)
+        try:
+            encoding = self._plain.encode((prompt or "") + text)
+            prompt_ids = self._plain.encode(prompt, add_special_tokens=False).ids if prompt else []
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error: {exc}") from exc
+        ids, mask = encoding.ids, encoding.special_tokens_mask
+        lead = next((i for i, special in enumerate(mask) if not special), len(ids))
+        trail = next((i for i, special in enumerate(reversed(mask)) if not special), 0)
+        if prompt_ids and ids[lead:lead + len(prompt_ids)] == prompt_ids:
+            lead += len(prompt_ids)
+        return Encoded(tuple(ids), tuple(encoding.type_ids), len(text)), lead, trail
+
     # /tokenize and /decode -----------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True, prompt_name: str | None = None) -> list[dict]:
         """TEI's /tokenize tokens: id, text, special, and byte offsets into (prompt + text)."""
