@@ -103,6 +103,8 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     right.bar([i - 0.2 for i in x], [s["p50_ms"] or 0 for s in systems], width=0.4, label="p50", color="#7f7f7f")
     right.bar([i + 0.2 for i in x], [s["p99_ms"] or 0 for s in systems], width=0.4, label="p99", color="#d62728")
     right.set_xticks(list(x), names)
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=8, labelrotation=12)
     right.set_ylabel("latency per request (ms)" if result["mode"] == "server" else "latency per batch (ms)")
     right.set_title("latency")
     right.legend()
@@ -111,7 +113,9 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
                  f"batch {result['batch_size']}"
                  + (f" / {result['concurrency']} clients" if result["mode"] == "server" else "")
                  + f" - {machine['cpu_model']}, {machine['cpu_cores']} cores, "
-                 f"{machine['jax_backend']}", fontsize=9)
+                 f"{machine['jax_backend']}"
+                 + (f" ({', '.join(sorted(set(machine.get('devices') or [])))})" if machine["jax_backend"] != "cpu" else ""),
+                 fontsize=9)
     fig.tight_layout()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{name}.png"
