@@ -72,10 +72,32 @@ def _on_signals(signals, action) -> None:
 
 
 def _serve_metrics(service: Service, settings: Settings) -> None:
-    from prometheus_client import start_http_server
+    """GET /metrics on --prometheus-port, rendered as the HTTP server's /metrics is."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ..metrics import CONTENT_TYPE
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            if service.scheduler is not None:
+                service.metrics.queue_size.set(service.scheduler.queue_size)
+            body = service.metrics.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # scrapes are not worth a log line each
+            pass
 
     try:
-        start_http_server(settings.prometheus_port, addr=settings.hostname, registry=service.metrics.registry)
-        log.info("Serving Prometheus metrics: %s:%d", settings.hostname, settings.prometheus_port)
+        httpd = ThreadingHTTPServer((settings.hostname, settings.prometheus_port), Metrics)
     except OSError as exc:
         log.warning("Prometheus metrics not served on port %d: %s", settings.prometheus_port, exc)
+        return
+    threading.Thread(target=httpd.serve_forever, name="tei-jax-metrics", daemon=True).start()
+    log.info("Serving Prometheus metrics: %s:%d", settings.hostname, settings.prometheus_port)

@@ -58,7 +58,7 @@ def embed(call: Call, text: str, *, truncate: bool, normalize: bool, truncation_
             prompt_name=prompt_name, dimensions=dimensions))
         service.metrics.embed_count.inc(len(items))
         outputs = call.infer(EMBED, items)
-    vector = model.finish_embed(outputs, normalize, dimensions)[0]
+    vector = model.finish_embed(outputs, normalize, dimensions, items)[0]
     service.metrics.embed_success.inc(len(items))
     service.metrics.embed_duration.observe(time.perf_counter() - call.timings.start)
     return vector
@@ -107,9 +107,9 @@ def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_
     """Ranks of texts against a query, best first: [{index, score, text?}]."""
     service = call.service
     model = service.require_ready()
-    model.require_classifier(reranker=True)
-    if not texts:
+    if not texts:  # TEI: empty, then the model type, then the batch size
         raise EmptyInputError("`texts` cannot be empty")
+    model.require_classifier(reranker=True)
     limit = service.settings.max_client_batch_size
     if len(texts) > limit:
         call.batch_size_error = True

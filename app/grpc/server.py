@@ -8,6 +8,7 @@ flight together while its own handler thread reads and answers them in order.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ class ApiKey(grpc.ServerInterceptor):
     """`--api-key`: every tei.v1 call needs `authorization: Bearer <key>` metadata."""
 
     def __init__(self, api_key: str):
-        self._expected = f"Bearer {api_key}"
+        self._expected = f"Bearer {api_key}".encode()
 
         def refuse(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
@@ -49,7 +50,8 @@ class ApiKey(grpc.ServerInterceptor):
         if handler_call_details.method.startswith(PUBLIC_PREFIXES):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if metadata.get("authorization") == self._expected:
+        given = str(metadata.get("authorization", "")).encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, self._expected):  # constant time, as over HTTP
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
         if handler is None:

@@ -49,7 +49,7 @@ def test_grpc_instead_of_http_follows_warmup_and_drains_on_sigterm():
             except requests.RequestException:
                 plain = None
             assert plain != 200
-            assert "te_request_count_total" in requests.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert "te_request_count" in requests.get(f"http://127.0.0.1:{metrics_port}/metrics").text
 
             # A long stream in flight at SIGTERM is answered to its end; new calls are refused.
             texts = [f"draining message {i} " + "word " * 60 for i in range(300)]
