@@ -24,7 +24,10 @@ def test_grpc_instead_of_http_follows_warmup_and_drains_on_sigterm():
                                   "--prometheus-port", str(metrics_port), "--graceful-timeout", "30"])
     target = f"127.0.0.1:{server.port}"
     try:
-        with grpc.insecure_channel(target) as ch:
+        # Reconnect quickly while the process starts, so the short not-ready window is seen.
+        fast_reconnect = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+                          ("grpc.max_reconnect_backoff_ms", 100)]
+        with grpc.insecure_channel(target, options=fast_reconnect) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             seen: list[int] = []
             deadline = time.monotonic() + 300
@@ -32,7 +35,8 @@ def test_grpc_instead_of_http_follows_warmup_and_drains_on_sigterm():
                 assert time.monotonic() < deadline, server.log()[-3000:]
                 assert server.proc.poll() is None, server.log()[-3000:]
                 try:
-                    seen.append(health.Check(health_pb2.HealthCheckRequest(service="tei.v1.Embed"), timeout=5).status)
+                    check = health_pb2.HealthCheckRequest(service="tei.v1.Embed")
+                    seen.append(health.Check(check, timeout=5, wait_for_ready=True).status)
                     if seen[-1] != SERVING:
                         error = _refusal(rpc.EmbedStub(ch).Embed, pb.EmbedRequest(inputs="a"))
                         assert error.code() == grpc.StatusCode.UNAVAILABLE and "the model is" in error.details()
