@@ -73,6 +73,16 @@ def test_a_step_that_does_not_fit_is_skipped_and_the_rest_still_reported(tmp_pat
     assert summary["recommendation"]["choice"] == "xla"
 
 
+def test_gpu_parity_tests_find_the_family_factories_they_use():
+    """The GPU parity tests build their models with the family tests' factories; a rename there
+    must fail here, in the default run, rather than on the GPU."""
+    sys.path.insert(0, str(REPO / "tests" / "gpu"))
+    import test_gpu_parity
+
+    assert test_gpu_parity.missing_factories() == []
+    assert set(test_gpu_parity.TORCH_FAMILIES) >= {"bert", "nomic_bert", "gte", "modernbert", "mpnet", "qwen3"}
+
+
 def test_unknown_step_is_refused():
     assert gpu_check.main(["--steps", "machine,nope", "--out", "/nonexistent-never-created"]) == 2
 
