@@ -13,12 +13,13 @@ ENGINE_COLUMNS = [("system", "{}"), ("dtype", "{}"), ("tokens/s", "{:.0f}"), ("s
                   ("best tok/s", "{:.0f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
 SERVER_COLUMNS = [("system", "{}"), ("req/s", "{:.1f}"), ("seq/s", "{:.1f}"), ("tokens/s", "{:.0f}"),
                   ("p50 ms", "{:.1f}"), ("p99 ms", "{:.1f}"), ("failed", "{}"), ("pad eff", "{:.1%}"),
-                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
+                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x"),
+                  ("vs http", "{:.2f}x")]
 KEYS = {"system": "system", "dtype": "dtype", "tokens/s": "tokens_per_s", "seq/s": "sequences_per_s",
         "req/s": "requests_per_s", "p50 ms": "p50_ms", "p99 ms": "p99_ms", "pad eff": "padding_efficiency",
         "ratio": "ratio_to_peer", "failed": "failed", "peak": "fraction_of_peak",
         "best tok/s": "tokens_per_s_best", "best req/s": "requests_per_s_best", "best ratio": "ratio_to_peer_best",
-        "paired": "ratio_paired_median"}
+        "paired": "ratio_paired_median", "vs http": "ratio_to_http"}
 
 
 def _cell(fmt: str, value) -> str:
@@ -49,7 +50,8 @@ def table(result: dict, show_peak: bool = False) -> str:
 
 def with_ratios(result: dict) -> dict:
     """Fill in best-round ratios for results written before they were recorded."""
-    systems = list(result["systems"].values())
+    # Ours and the peer: the first two systems, gRPC rows (server mode) left out.
+    systems = [s for s in result["systems"].values() if s.get("protocol") != "grpc"][:2]
     rate = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     if len(systems) == 2 and all(rate + "_best" in s for s in systems):
         systems[0].setdefault("ratio_to_peer_best", systems[0][rate + "_best"] / systems[1][rate + "_best"])
@@ -88,7 +90,7 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     rate_key = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     rate_label = "tokens/s" if result["mode"] == "engine" else "requests/s"
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"][: len(systems)]
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"][: len(systems)]
     left.bar(names, [s[rate_key] for s in systems], color=colors)
     for i, s in enumerate(systems):
         for r in s["rounds"]:
