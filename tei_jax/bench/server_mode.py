@@ -170,7 +170,7 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
         "requests": options.requests,
         "rounds": options.rounds,
         "protocols": list(options.protocols),
-        "headline": "median over alternating rounds (best round also given)",
+        "headline": "median over rounds in rotating order (best round also given)",
         "server_logs": str(log_dir),
         "commands": {p.name: p.command for p in started},
         "peer_version": servers.infinity_version(servers.find_infinity()) if PEER in results else None,
