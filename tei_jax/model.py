@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import models
+from . import chunking, models
 from .batching import ShapePolicy
 from .config import ModelSpec, load_spec
 from .engine import EMBED, EMBED_ALL, PREDICT, Engine
@@ -60,7 +60,8 @@ class Model:
     """A loaded model with TEI's operations; see `tei_jax.load`."""
 
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, engine: Engine, model_id: str,
-                 revision: str | None, dtype: str, auto_truncate: bool = True):
+                 revision: str | None, dtype: str, auto_truncate: bool = True,
+                 chunk: chunking.ChunkOptions | None = None):
         self.spec = spec
         self.tokenizer = tokenizer
         self.engine = engine
@@ -68,6 +69,7 @@ class Model:
         self.revision = revision
         self.dtype = dtype
         self.auto_truncate = auto_truncate
+        self.chunk = chunk  # None: long inputs follow TEI's truncation rules
 
     # Facts ---------------------------------------------------------------------------------
     @property
@@ -141,10 +143,16 @@ class Model:
     def prepare_embed(self, inputs, *, normalize=True, truncate=None, truncation_direction="right",
                       prompt_name=None, dimensions=None) -> list[Encoded]:
         self.check_embed_options(normalize, dimensions)
+        if self.chunk is not None:  # long texts -> windows, pooled again in finish_embed
+            return chunking.encode(self.tokenizer, _as_batch(inputs)[0], self.chunk, truncate=self._truncate(truncate),
+                                   truncation_direction=truncation_direction, prompt_name=prompt_name)
         return self._encode_all(_as_batch(inputs)[0], truncate, truncation_direction, prompt_name)
 
     @staticmethod
-    def finish_embed(outputs: Sequence[np.ndarray], normalize=True, dimensions=None) -> np.ndarray:
+    def finish_embed(outputs: Sequence[np.ndarray], normalize=True, dimensions=None, items=None) -> np.ndarray:
+        """`items`: what prepare_embed returned (chunked windows are pooled per input here)."""
+        if isinstance(items, chunking.Windows):
+            outputs = chunking.pool(outputs, items)
         return truncate_and_normalize(np.stack(outputs), dimensions, normalize)
 
     def embed(self, inputs, normalize: bool = True, truncate: bool | None = None,
@@ -154,7 +162,7 @@ class Model:
         items = self.prepare_embed(inputs, normalize=normalize, truncate=truncate,
                                    truncation_direction=truncation_direction,
                                    prompt_name=prompt_name, dimensions=dimensions)
-        return self.finish_embed(self.engine.run_all(EMBED, items), normalize, dimensions)
+        return self.finish_embed(self.engine.run_all(EMBED, items), normalize, dimensions, items)
 
     def prepare_embed_all(self, inputs, *, truncate=None, truncation_direction="right", prompt_name=None):
         self.require_embedding()
@@ -189,9 +197,9 @@ class Model:
         """Cosine similarity of the source against each sentence (HF sentence-similarity)."""
         if not sentences:
             raise EmptyInputError("`inputs.sentences` cannot be empty")
-        vectors = self.embed([source_sentence, *sentences], normalize=True, truncate=truncate,
+        vectors = self.embed([source_sentence, *sentences], normalize=False, truncate=truncate,
                              truncation_direction=truncation_direction, prompt_name=prompt_name)
-        return [float(x) for x in vectors[1:] @ vectors[0]]
+        return [float(x) for x in cosine_to_first(vectors)]
 
     # Classification -------------------------------------------------------------------------
     def require_classifier(self, reranker: bool = False) -> None:
@@ -228,8 +236,8 @@ class Model:
             scores = scores_from_logits(logits, raw_scores)
             if np.isnan(scores).any():
                 raise BackendError("score is NaN")
-            ranked = sorted(((float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)),
-                            key=lambda pair: -pair[0])
+            ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
+                                key=lambda pair: pair[0])
             results.append([{"score": score, "label": label} for score, label in ranked])
         return results
 
@@ -242,9 +250,9 @@ class Model:
 
     def prepare_rerank(self, query: str, texts: Sequence[str], *, truncate=None,
                        truncation_direction="right") -> list[Encoded]:
-        self.require_classifier(reranker=True)
-        if not texts:
+        if not texts:  # TEI checks this before the model type
             raise EmptyInputError("`texts` cannot be empty")
+        self.require_classifier(reranker=True)
         truncate = self._truncate(truncate)
         return [self.tokenizer.encode(query, pair=text, truncate=truncate,
                                       truncation_direction=truncation_direction) for text in texts]
@@ -261,7 +269,7 @@ class Model:
             if return_text:
                 rank["text"] = texts[index]
             ranks.append(rank)
-        return sorted(ranks, key=lambda r: -r["score"])
+        return best_first(ranks, key=lambda r: r["score"])
 
     def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
                truncate: bool | None = None, truncation_direction: str = "right") -> list[dict]:
@@ -286,6 +294,22 @@ class Model:
         return [self.tokenizer.decode(item, skip_special_tokens) for item in batch]
 
 
+def cosine_to_first(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of vectors[1:] to vectors[0]. TEI embeds with normalize=false for it,
+    so it works on SPLADE models too (which cannot normalize)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    norms[norms == 0] = 1.0
+    unit = vectors / norms[:, None]
+    return (unit[1:] @ unit[0]).astype(np.float32)
+
+
+def best_first(items: list, key) -> list:
+    """TEI's order: sorted ascending by score, then reversed, so equal scores come out last
+    index first."""
+    return sorted(items, key=key)[::-1]
+
+
 def load(
     model_id: str = DEFAULT_MODEL_ID,
     revision: str | None = None,
@@ -304,6 +328,8 @@ def load(
     default_prompt_name: str | None = None,
     default_prompt: str | None = None,
     compile_cache: str | None = None,
+    chunk_long_inputs: bool = False,
+    chunk_overlap: int = 0,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -311,6 +337,8 @@ def load(
     whole cap on accelerators, CPU_BATCH_TOKENS on CPU, where cache-sized batches run faster).
     `compile_cache` is the persistent compilation cache folder (default: $TEI_JAX_COMPILE_CACHE,
     else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
+    `chunk_long_inputs`: `embed` splits a text longer than the limit into windows sharing
+    `chunk_overlap` tokens and pools them (see tei_jax.chunking); dense embedders only.
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
@@ -335,10 +363,12 @@ def load(
             f"`default-prompt-name` is set to `{default_prompt_name}` but it was not found in the "
             f"Sentence Transformers prompts. Available prompts: {sorted(spec.prompts)}"
         )
+    chunk = _chunk_options(spec, chunk_long_inputs, chunk_overlap)
     prompt = default_prompt
     if prompt is None:
-        name = default_prompt_name or spec.default_prompt_name
-        prompt = spec.prompts.get(name) if name else None
+        # As TEI: config_sentence_transformers.json's default_prompt_name is not applied; only an
+        # explicit default_prompt_name / default_prompt sets a default.
+        prompt = spec.prompts.get(default_prompt_name) if default_prompt_name else None
     tokenizer = Tokenizer(spec.model_dir, max_input_length, spec.prompts, prompt, spec.appended_token)
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())
@@ -356,4 +386,16 @@ def load(
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
                          attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend))
     engine = Engine(spec, arch, params, policy, dense)
-    return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)
+    return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
+
+
+def _chunk_options(spec: ModelSpec, enabled: bool, overlap: int) -> chunking.ChunkOptions | None:
+    if not enabled:
+        return None
+    if spec.kind != "embedding" or spec.pooling == "splade":
+        kind = "SPLADE" if spec.kind == "embedding" else spec.kind
+        raise ModelLoadError(f"chunk_long_inputs applies to dense embedding models only, not to a {kind} model")
+    try:
+        return chunking.ChunkOptions(overlap)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
