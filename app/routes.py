@@ -21,9 +21,11 @@ from flask import Blueprint, Response, current_app, g, request
 
 from tei_jax.engine import EMBED, EMBED_ALL, PREDICT
 from tei_jax.errors import EmptyInputError, TEIError, UnhealthyError, ValidationError
+from tei_jax.model import cosine_to_first
 
 from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import ClientDisconnected, Service, Timings
 
 log = logging.getLogger("app.routes")
@@ -211,17 +213,16 @@ def similarity():
 
 
 def run_similarity(req: schemas.SimilarityRequest):
-    model = service().require_ready()
-    model.require_embedding()
+    service().require_ready()
     sentences = req.inputs.sentences
-    if not sentences:
+    if not sentences:  # TEI: empty, then batch size, then the model type (in run_embed)
         raise EmptyInputError("`inputs.sentences` cannot be empty")
     params = req.parameters or schemas.SimilarityParameters()
     embed_req = schemas.EmbedRequest(
         inputs=[req.inputs.source_sentence, *sentences], truncate=params.truncate,
-        truncation_direction=params.truncation_direction, prompt_name=params.prompt_name, normalize=True)
+        truncation_direction=params.truncation_direction, prompt_name=params.prompt_name, normalize=False)
     vectors, _, timings = run_embed(embed_req)
-    return (vectors[1:] @ vectors[0]).astype(np.float32), timings
+    return cosine_to_first(vectors), timings
 
 
 @bp.post("/v1/embeddings")
@@ -275,9 +276,9 @@ def predict():
 
 def run_rerank(req: schemas.RerankRequest):
     model = service().require_ready()
-    model.require_classifier(reranker=True)
-    if not req.texts:
+    if not req.texts:  # TEI checks this before the model type
         raise EmptyInputError("`texts` cannot be empty")
+    model.require_classifier(reranker=True)
     timings = Timings(g.start)
     count_request(len(req.texts), True)
     with service().permits.acquire(len(req.texts)):
@@ -362,12 +363,29 @@ def default_route():
 def vertex():
     req = parse(schemas.VertexRequest)
     model = service().require_ready()
+    size = sum(_instance_size(instance) for instance in req.instances)
+    limit = service().settings.max_client_batch_size
+    if size > limit:  # all instances together, or one body could carry thousands of inputs
+        g.batch_size_error = True
+        raise batch_size_error(size, limit)
     predictions = []
     for instance in req.instances:
         body, _ = _vertex_one(model, instance)
         g.pop("inferring", None)
         predictions.append(body)
     return {"predictions": predictions}, Timings(g.start)
+
+
+def _instance_size(instance: Any) -> int:
+    """How many inputs a vertex instance carries (at least one)."""
+    if not isinstance(instance, dict):
+        return 1
+    if isinstance(instance.get("texts"), list):
+        return max(1, len(instance["texts"]))
+    inputs = instance.get("inputs")
+    if isinstance(inputs, list) and inputs and not all(isinstance(x, int) for x in inputs):
+        return len(inputs)
+    return 1
 
 
 def _vertex_one(model, instance: Any):
@@ -435,7 +453,7 @@ def metrics():
     if svc.scheduler is not None:
         svc.metrics.queue_size.set(svc.scheduler.queue_size)
         svc.metrics.compiles_after_warmup.set(svc.scheduler.compiles_since_ready)
-    return Response(svc.metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(svc.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
 # Kept importable for the OpenAPI document: route -> (request model, response model, summary).

@@ -197,9 +197,9 @@ class Model:
         """Cosine similarity of the source against each sentence (HF sentence-similarity)."""
         if not sentences:
             raise EmptyInputError("`inputs.sentences` cannot be empty")
-        vectors = self.embed([source_sentence, *sentences], normalize=True, truncate=truncate,
+        vectors = self.embed([source_sentence, *sentences], normalize=False, truncate=truncate,
                              truncation_direction=truncation_direction, prompt_name=prompt_name)
-        return [float(x) for x in vectors[1:] @ vectors[0]]
+        return [float(x) for x in cosine_to_first(vectors)]
 
     # Classification -------------------------------------------------------------------------
     def require_classifier(self, reranker: bool = False) -> None:
@@ -236,8 +236,8 @@ class Model:
             scores = scores_from_logits(logits, raw_scores)
             if np.isnan(scores).any():
                 raise BackendError("score is NaN")
-            ranked = sorted(((float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)),
-                            key=lambda pair: -pair[0])
+            ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
+                                key=lambda pair: pair[0])
             results.append([{"score": score, "label": label} for score, label in ranked])
         return results
 
@@ -250,9 +250,9 @@ class Model:
 
     def prepare_rerank(self, query: str, texts: Sequence[str], *, truncate=None,
                        truncation_direction="right") -> list[Encoded]:
-        self.require_classifier(reranker=True)
-        if not texts:
+        if not texts:  # TEI checks this before the model type
             raise EmptyInputError("`texts` cannot be empty")
+        self.require_classifier(reranker=True)
         truncate = self._truncate(truncate)
         return [self.tokenizer.encode(query, pair=text, truncate=truncate,
                                       truncation_direction=truncation_direction) for text in texts]
@@ -269,7 +269,7 @@ class Model:
             if return_text:
                 rank["text"] = texts[index]
             ranks.append(rank)
-        return sorted(ranks, key=lambda r: -r["score"])
+        return best_first(ranks, key=lambda r: r["score"])
 
     def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
                truncate: bool | None = None, truncation_direction: str = "right") -> list[dict]:
@@ -292,6 +292,22 @@ class Model:
             raise EmptyInputError("`ids` cannot be empty")
         batch = [ids] if all(isinstance(i, int) for i in ids) else list(ids)
         return [self.tokenizer.decode(item, skip_special_tokens) for item in batch]
+
+
+def cosine_to_first(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of vectors[1:] to vectors[0]. TEI embeds with normalize=false for it,
+    so it works on SPLADE models too (which cannot normalize)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    norms[norms == 0] = 1.0
+    unit = vectors / norms[:, None]
+    return (unit[1:] @ unit[0]).astype(np.float32)
+
+
+def best_first(items: list, key) -> list:
+    """TEI's order: sorted ascending by score, then reversed, so equal scores come out last
+    index first."""
+    return sorted(items, key=key)[::-1]
 
 
 def load(
@@ -350,8 +366,9 @@ def load(
     chunk = _chunk_options(spec, chunk_long_inputs, chunk_overlap)
     prompt = default_prompt
     if prompt is None:
-        name = default_prompt_name or spec.default_prompt_name
-        prompt = spec.prompts.get(name) if name else None
+        # As TEI: config_sentence_transformers.json's default_prompt_name is not applied; only an
+        # explicit default_prompt_name / default_prompt sets a default.
+        prompt = spec.prompts.get(default_prompt_name) if default_prompt_name else None
     tokenizer = Tokenizer(spec.model_dir, max_input_length, spec.prompts, prompt, spec.appended_token)
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())

@@ -94,7 +94,7 @@ class Permits:
             raise ValueError("max concurrent requests must be at least 1")
         self.total = total
         self._free = total
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     @property
     def available(self) -> int:
@@ -113,9 +113,21 @@ class Permits:
             raise OverloadedError("Model is overloaded")
         return _Held(self, count)
 
+    def wait_acquire(self, count: int = 1, timeout: float | None = None) -> "_Held":
+        """Take `count` permits, waiting until they are free (TEI's streams wait for a permit
+        per message instead of refusing it); OverloadedError after `timeout` seconds."""
+        if count > self.total:
+            raise OverloadedError("Model is overloaded")
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._free >= count, timeout):
+                raise OverloadedError("Model is overloaded")
+            self._free -= count
+        return _Held(self, count)
+
     def release(self, count: int = 1) -> None:
         with self._lock:
             self._free = min(self.total, self._free + count)
+            self._lock.notify_all()
 
 
 class _Held:

@@ -88,10 +88,11 @@ class Tokenizer:
     def _ids_to_text(self, ids: Sequence[int], skip_special: bool) -> str:
         if len(ids) == 0:
             raise EmptyInputError("`inputs` cannot be empty")
-        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i >= self.vocab_size]
+        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0]
         if bad:
-            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not in the vocabulary")
-        return self._plain.decode(list(ids), skip_special_tokens=skip_special)
+            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not a token id")
+        # As TEI: the ids are decoded, and decoding drops ids outside the vocabulary.
+        return self._plain.decode([i for i in ids if i < self.vocab_size], skip_special_tokens=skip_special)
 
     def _char_guard(self, text: str, truncate: bool, share: int) -> str:
         limit = self.max_input_length * CHARS_PER_TOKEN_LIMIT
@@ -102,11 +103,10 @@ class Tokenizer:
             raise ValidationError(
                 f"Input validation error: `inputs` must have less than {limit} characters. Given: {chars}"
             )
-        raw = text.encode("utf-8")[: limit // share]
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:  # TEI cuts only on a char boundary; otherwise leaves it
-            return text
+        # TEI cuts at byte `limit` only when that is a character boundary and otherwise leaves
+        # the text whole (a long CJK text was then tokenized in full). We cut at the last
+        # boundary at or before it, so the work per input is bounded whatever the script.
+        return text.encode("utf-8")[: limit // share].decode("utf-8", errors="ignore")
 
     def encode(
         self,

@@ -13,12 +13,13 @@ ENGINE_COLUMNS = [("system", "{}"), ("dtype", "{}"), ("tokens/s", "{:.0f}"), ("s
                   ("best tok/s", "{:.0f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
 SERVER_COLUMNS = [("system", "{}"), ("req/s", "{:.1f}"), ("seq/s", "{:.1f}"), ("tokens/s", "{:.0f}"),
                   ("p50 ms", "{:.1f}"), ("p99 ms", "{:.1f}"), ("failed", "{}"), ("pad eff", "{:.1%}"),
-                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
+                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x"),
+                  ("vs http", "{:.2f}x")]
 KEYS = {"system": "system", "dtype": "dtype", "tokens/s": "tokens_per_s", "seq/s": "sequences_per_s",
         "req/s": "requests_per_s", "p50 ms": "p50_ms", "p99 ms": "p99_ms", "pad eff": "padding_efficiency",
         "ratio": "ratio_to_peer", "failed": "failed", "peak": "fraction_of_peak",
         "best tok/s": "tokens_per_s_best", "best req/s": "requests_per_s_best", "best ratio": "ratio_to_peer_best",
-        "paired": "ratio_paired_median"}
+        "paired": "ratio_paired_median", "vs http": "ratio_to_http"}
 
 
 def _cell(fmt: str, value) -> str:
@@ -48,15 +49,19 @@ def table(result: dict, show_peak: bool = False) -> str:
 
 
 def with_ratios(result: dict) -> dict:
-    """Fill in best-round ratios for results written before they were recorded."""
-    systems = list(result["systems"].values())
+    """Fill in best-round and paired ratios (each of ours against the peer, which is last).
+    gRPC rows (server mode --protocol grpc) are compared with our HTTP row instead."""
+    systems = [s for s in result["systems"].values() if s.get("protocol") != "grpc"]
     rate = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
-    if len(systems) == 2 and all(rate + "_best" in s for s in systems):
-        systems[0].setdefault("ratio_to_peer_best", systems[0][rate + "_best"] / systems[1][rate + "_best"])
-        systems[1].setdefault("ratio_to_peer_best", 1.0)
-        paired = paired_ratios(systems[0]["rounds"], systems[1]["rounds"], rate)
-        systems[0].setdefault("ratio_paired_median", statistics.median(paired))
-        systems[0].setdefault("ratio_paired", paired)
+    if len(systems) >= 2 and all(rate + "_best" in s for s in systems):
+        peer = systems[-1]
+        peer.setdefault("ratio_to_peer_best", 1.0)
+        for ours in systems[:-1]:
+            ours.setdefault("ratio_to_peer_best", ours[rate + "_best"] / peer[rate + "_best"])
+            paired = paired_ratios(ours["rounds"], peer["rounds"], rate)
+            if paired:
+                ours.setdefault("ratio_paired_median", statistics.median(paired))
+                ours.setdefault("ratio_paired", paired)
     return result
 
 
@@ -88,7 +93,8 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     rate_key = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     rate_label = "tokens/s" if result["mode"] == "engine" else "requests/s"
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"][: len(systems)]
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
+    colors = [palette[i % len(palette)] for i in range(len(systems) - 1)] + ["#ff7f0e"]
     left.bar(names, [s[rate_key] for s in systems], color=colors)
     for i, s in enumerate(systems):
         for r in s["rounds"]:
@@ -99,6 +105,8 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     right.bar([i - 0.2 for i in x], [s["p50_ms"] or 0 for s in systems], width=0.4, label="p50", color="#7f7f7f")
     right.bar([i + 0.2 for i in x], [s["p99_ms"] or 0 for s in systems], width=0.4, label="p99", color="#d62728")
     right.set_xticks(list(x), names)
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=8, labelrotation=12)
     right.set_ylabel("latency per request (ms)" if result["mode"] == "server" else "latency per batch (ms)")
     right.set_title("latency")
     right.legend()
@@ -107,7 +115,9 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
                  f"batch {result['batch_size']}"
                  + (f" / {result['concurrency']} clients" if result["mode"] == "server" else "")
                  + f" - {machine['cpu_model']}, {machine['cpu_cores']} cores, "
-                 f"{machine['jax_backend']}", fontsize=9)
+                 f"{machine['jax_backend']}"
+                 + (f" ({', '.join(sorted(set(machine.get('devices') or [])))})" if machine["jax_backend"] != "cpu" else ""),
+                 fontsize=9)
     fig.tight_layout()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{name}.png"
