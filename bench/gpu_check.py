@@ -219,13 +219,19 @@ def _failure(code: int | None, tail: str) -> str:
 # Steps ---------------------------------------------------------------------------------------
 
 MACHINE_CODE = """
-import json, sys
+import json, os, sys
 from tei_jax.bench import machine
 info = machine.describe()
 info["accelerator"] = machine.accelerator()
 import jax, jaxlib
 info["jax_version"], info["jaxlib_version"] = jax.__version__, jaxlib.__version__
 info["jax_devices"] = [repr(d) for d in jax.devices()]
+try:
+    from jax.extend import backend as _backend
+    info["platform_version"] = _backend.get_backend().platform_version  # CUDA / cuDNN as XLA sees them
+except Exception as e:
+    info["platform_version"] = f"unavailable: {e}"
+info["env"] = {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_", "CUDA_", "TEI_JAX_"))}
 try:
     info["device_memory"] = {k: v for k, v in (jax.devices()[0].memory_stats() or {}).items() if "limit" in k}
 except Exception as e:
