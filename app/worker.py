@@ -9,9 +9,9 @@ complete, then hands the buffered bytes to gunicorn's own parser on a thread. Sl
 a file descriptor and their bytes so far, never a thread; one that has not sent a whole request
 within REQUEST_READ_TIMEOUT_S is closed.
 
-On SIGTERM the listening sockets are closed at once, so new connections are refused (a load
-balancer fails over) instead of waiting in the backlog to be reset when the drain ends;
-every request already received is still answered.
+On SIGTERM the connections already in the backlog are taken and the listening sockets closed
+at once, so later connections are refused (a load balancer fails over) instead of waiting in
+the backlog to be reset when the drain ends; every request already sent is still answered.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 
 import h11
 from gunicorn.http import wsgi
-from gunicorn.workers.gthread import ThreadWorker, TConn
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 REQUEST_READ_TIMEOUT_S = 30.0  # from the connection's first moment (or its next request) to a whole request
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
@@ -90,15 +90,17 @@ class TEIWorker(ThreadWorker):
         super().init_process()
 
     # Reading requests in the main loop ----------------------------------------------------
-    def accept(self, listener):
+    def accept(self, listener) -> bool:
+        """Take one connection off the backlog (False when there is none)."""
         try:
             sock, client = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                return
+                return False
             raise
         self.nr_conns += 1
         self._read_request(TConn(self.cfg, sock, client, listener.getsockname()), b"")
+        return True
 
     def on_client_socket_readable(self, conn, client):
         """A kept-alive connection sends its next request."""
@@ -191,14 +193,18 @@ class TEIWorker(ThreadWorker):
     def set_accept_enabled(self, enabled):
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
-            # The drain begins: refuse new connections now, and let go of the ones that have
-            # not sent a byte (they hold no request).
+            # The drain begins: what already waits in the backlog connected before it and is
+            # served; then the listener closes, so anything later is refused at once. A
+            # connection whose first byte has not arrived (or not been read) yet gets what a
+            # kept-alive one gets, STOP_KEEPALIVE_LINGER seconds, and is answered if it sends.
             for listener in self.sockets:
+                while self.nr_conns < self.worker_connections and self.accept(listener):
+                    pass
                 listener.close()
-            now = time.monotonic()
+            linger = time.monotonic() + STOP_KEEPALIVE_LINGER
             for conn in list(self.reading):
                 if not conn.received:
-                    self.reading[conn] = now
+                    self.reading[conn] = min(self.reading[conn], linger)
             self.reading = dict(sorted(self.reading.items(), key=lambda item: item[1]))
 
 

@@ -89,9 +89,14 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
                     break
                 assert not first_done.is_set() or len(finished) < len(futures)
                 time.sleep(0.01)
+            early = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # connected, quiet
+            time.sleep(0.2)
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             refused_at = _refused(server.port, within=20)
+            with early:  # it connected before the drain: its request, sent now, is answered
+                early.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert early.recv(4096).startswith(b"HTTP/1.1 200")
             statuses = [f.result() for f in futures]
         assert statuses == [200] * 15  # 15 x 32 items < 512 permits
         assert any(at > signalled for at, _ in finished), "no request was still in flight at SIGTERM"
