@@ -563,7 +563,9 @@ def targets(results: dict, parity: dict[str, str], choice: str) -> list[dict]:
     fixed = (results.get("fixed512") or {}).get("systems", {})
     best = fixed.get(f"tei-jax[{choice}]") or {}
     if best:
-        rows.append({"target": f"fixed512 bf16 ({choice}) >= {TARGETS['ratio_to_st_fp16']}x ST fp16",
+        peer = fixed.get(PEER) or {}
+        rows.append({"target": f"fixed512 {best.get('dtype')} ({choice}) >= {TARGETS['ratio_to_st_fp16']}x "
+                               f"ST {peer.get('dtype', 'float16')}",
                      "value": best.get("ratio_to_peer"), "met": (best.get("ratio_to_peer") or 0) >= TARGETS["ratio_to_st_fp16"]})
         rows.append({"target": f"fixed512 ({choice}) >= {TARGETS['fraction_of_peak']:.0%} of measured bf16 peak",
                      "value": best.get("fraction_of_peak"),

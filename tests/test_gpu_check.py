@@ -149,5 +149,5 @@ def test_targets_and_final_table(tmp_path):
                               "mixed": {"status": "timeout", "seconds": 9.0, "error": "timed out: ...\n(phase: warmup)"}}
     gpu_check.finish(check)
     table = (tmp_path / "o" / "table.txt").read_text()
-    assert "MISS fixed512 bf16 (xla) >= 1.3x ST fp16: 1.1" in table and "mixed     timeout" in table
+    assert "MISS fixed512 bfloat16 (xla) >= 1.3x ST bfloat16: 1.1" in table and "mixed     timeout" in table
     assert table.rstrip().splitlines()[-1].startswith('recommendation: AUTO_BY_BACKEND["gpu"] = "xla"')
