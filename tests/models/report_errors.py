@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import test_decoders as dec  # noqa: E402
 import test_gte  # noqa: E402
 import test_jina  # noqa: E402
+import test_llama  # noqa: E402
 import test_nomic  # noqa: E402
 import tiny_models as tm  # noqa: E402
 from encoder_models import fake_checkpoint, hf_model, random_weights, texts_and_items, torch_outputs  # noqa: E402
@@ -90,6 +91,8 @@ def rows():
     yield "qwen3 bidirectional (transformers, padding-only mask)", _decoder(
         "qwen3", tag="bidirectional", bidirectional=True, use_bidirectional_attention=True)
     yield "mistral sliding window 5 (transformers)", _decoder("mistral", tag="window", sliding_window=5)
+    for kind, params in test_llama.SCALINGS.items():
+        yield f"llama, {kind} rotary (transformers LlamaModel)", _decoder("llama", tag=kind, rope_parameters=params)
 
 
 def main() -> None:
