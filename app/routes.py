@@ -317,7 +317,7 @@ def decode():
     req = parse(schemas.DecodeRequest)
     model = service().require_ready()
     if len(req.ids) == 0:
-        raise EmptyInputError("`input_ids` cannot be empty")
+        raise EmptyInputError("`ids` cannot be empty")
     batch = isinstance(req.ids[0], list)
     count_request(len(req.ids) if batch else 1, batch)
     return model.decode(req.ids, req.skip_special_tokens), None

@@ -62,10 +62,11 @@ def test_embed_options_and_token_ids(post):
     ({"inputs": ["a"] * 33}, 422, "Validation", "batch size 33 > maximum allowed batch size 32"),
     ({"inputs": "word " * 300, "truncate": False}, 422, "Validation",
      "Input validation error: `inputs` must have less than 128 tokens. Given: 302"),
-    ({"inputs": "x", "dimensions": 0}, 422, "Validation", "`dimensions` should be positive"),
+    ({"inputs": "x", "dimensions": 0}, 422, "Validation", "Input validation error: `dimensions` should be positive"),
     ({"inputs": "x", "dimensions": 33}, 422, "Validation",
-     "`dimensions` should be smaller than the maximum embedding dimension."),
-    ({"inputs": "x", "prompt_name": "nope"}, 422, "Validation", None),
+     "Input validation error: `dimensions` should be smaller than the maximum embedding dimension."),
+    ({"inputs": "x", "prompt_name": "nope"}, 422, "Validation", "Input validation error: `default-prompt-name` is "
+     "set to `nope` but no prompts were found in the Sentence Transformers configuration"),
     ({"inputs": [999999999]}, 400, "Empty", "Input validation error: `inputs` cannot be empty"),  # TEI drops it
 ])
 def test_embed_errors(post, body, status, error_type, message):
@@ -102,9 +103,9 @@ def test_embed_all(post):
 
 def test_wrong_model_type_is_424(post):
     cases = {
-        "/embed_sparse": ({"inputs": "a"}, "Model is not an embedding model with SPLADE pooling"),
-        "/predict": ({"inputs": "a"}, "Model is not a classifier model"),
-        "/rerank": ({"query": "a", "texts": ["b"]}, "model is not a re-ranker model"),
+        "/embed_sparse": ({"inputs": "a"}, "Backend error: Model is not an embedding model with SPLADE pooling"),
+        "/predict": ({"inputs": "a"}, "Backend error: Model is not a classifier model"),
+        "/rerank": ({"query": "a", "texts": ["b"]}, "Backend error: model is not a re-ranker model"),
     }
     empty_first = post("/rerank", {"query": "a", "texts": []})  # TEI: Empty before the model type
     assert empty_first.status_code == 400 and empty_first.json()["error_type"] == "Empty"
@@ -162,7 +163,7 @@ def test_tokenize_and_decode(post):
     assert post("/decode", {"ids": [[101, 2054, 102], [2003]], "skip_special_tokens": False}).json() == [
         "[CLS] what [SEP]", "is"]
     empty = post("/decode", {"ids": []})
-    assert empty.status_code == 400 and empty.json()["error"] == "`input_ids` cannot be empty"
+    assert empty.status_code == 400 and empty.json()["error"] == "`ids` cannot be empty"
     assert post("/tokenize", {"inputs": ""}).status_code == 400
 
 
