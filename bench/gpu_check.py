@@ -283,7 +283,7 @@ def step_pytest(check: Check) -> dict:
     command = [sys.executable, "-m", "pytest", "-m", "gpu", *check.sizes.pytest_targets, "-v", "-rfEs",
                "-p", "no:cacheprovider", f"--junitxml={xml}"]
     if not check.args.dry_run and _importable(check, "xdist"):
-        command += ["-n", "6"]
+        command += ["-n", "8"]
     if _importable(check, "pytest_timeout"):
         command += ["--timeout", "60"]
     code, _ = check.run("pytest", command, check.step_timeout("pytest"))

@@ -80,7 +80,10 @@ def test_gpu_parity_tests_find_the_family_factories_they_use():
     import test_gpu_parity
 
     assert test_gpu_parity.missing_factories() == []
-    assert set(test_gpu_parity.TORCH_FAMILIES) >= {"bert", "nomic_bert", "gte", "modernbert", "mpnet", "qwen3"}
+    from tei_jax import models
+
+    covered = set(test_gpu_parity.MODEL_TYPES.values()) | set(test_gpu_parity.COVERED_BY)
+    assert set(models.supported_model_types()) <= covered, "a family without a GPU parity test"
 
 
 def test_unknown_step_is_refused():
