@@ -1,12 +1,17 @@
 """Prometheus metrics with TEI's names and buckets (contract section 8), plus ours.
 
 One registry per server (not prometheus_client's global one), so building the app twice in a
-process never collides.
+process never collides. prometheus_client keeps the values; `exposition()` renders them the way
+TEI's exporter (metrics-exporter-prometheus) does, so dashboards built on TEI find them: a
+counter is `te_request_count`, not `te_request_count_total`, and there are no `*_created` series.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.utils import floatToGoString
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
 
 from tei_jax.scheduler import BatchStats
 
@@ -95,4 +100,34 @@ class Metrics:
         self.request_failure.labels("dropped").inc(count)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: dict) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text format with TEI's series names: counters without `_total`, no `_created`."""
+    lines = []
+    for family in registry.collect():
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for sample in family.samples:
+            name = sample.name
+            if name.endswith("_created"):
+                continue
+            value = sample.value
+            if family.type == "counter":
+                name = family.name
+                text = str(int(value)) if float(value).is_integer() else floatToGoString(value)
+            else:
+                text = floatToGoString(value)
+            lines.append(f"{name}{_labels(sample.labels)} {text}")
+        lines.append("")
+    return "\n".join(lines).encode()

@@ -11,6 +11,7 @@ and builds TEI's response with its x-* headers. No inference logic lives here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import logging
 import os
@@ -29,6 +30,7 @@ from tei_jax.tasks import Operation
 
 from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import Service
 
 log = logging.getLogger("app.routes")
@@ -182,24 +184,30 @@ def observe_inputs(call: Call) -> None:
 # Operations ----------------------------------------------------------------------------------
 # Each takes its parsed request and returns (TEI body, Call); the routes, POST / and /vertex
 # share them.
-def do_embed(req: schemas.EmbedRequest, model=None):
-    model = model or service().require_ready()
+def do_embed(req: schemas.EmbedRequest):
+    model = service().require_ready()
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
-    metrics = service().metrics
     call = new_call()
-    with service().permits.acquire(size):
-        try:
-            vectors = model.embed(req.inputs, normalize=req.normalize, truncate=req.truncate,
-                                  truncation_direction=req.truncation_direction, prompt_name=req.prompt_name,
-                                  dimensions=req.dimensions, call=call)
-        finally:
-            observe_inputs(call)
-            if call.ran:
-                metrics.embed_count.inc(len(call.input_lengths))
-    metrics.embed_success.inc(len(vectors))
-    metrics.embed_duration.observe(time.perf_counter() - g.start)
+    with service().permits.acquire(size), _embed_metrics(call):
+        vectors = model.embed(req.inputs, normalize=req.normalize, truncate=req.truncate,
+                              truncation_direction=req.truncation_direction, prompt_name=req.prompt_name,
+                              dimensions=req.dimensions, call=call)
     return vectors, call
+
+
+@contextlib.contextmanager
+def _embed_metrics(call: Call):
+    """te_embed_* and the input lengths of an embedding call (TEI counts per input item)."""
+    metrics = service().metrics
+    try:
+        yield
+    finally:
+        observe_inputs(call)
+        if call.ran:
+            metrics.embed_count.inc(len(call.input_lengths))
+    metrics.embed_success.inc(len(call.input_lengths))
+    metrics.embed_duration.observe(time.perf_counter() - g.start)
 
 
 def do_embed_all(req: schemas.EmbedAllRequest):
@@ -231,14 +239,16 @@ def do_embed_sparse(req: schemas.EmbedSparseRequest):
 
 def do_similarity(req: schemas.SimilarityRequest):
     model = service().require_ready()
-    model.require(Operation.SIMILARITY)
-    sentences = inputs.similarity_batch(req.inputs.source_sentence, req.inputs.sentences).items
+    sentences = req.inputs.sentences
+    size = inputs.similarity_batch(req.inputs.source_sentence, sentences).size  # TEI: empty first
+    count_request(size, True)
     params = req.parameters or schemas.SimilarityParameters()
-    embed_req = schemas.EmbedRequest(inputs=sentences, truncate=params.truncate,
-                                     truncation_direction=params.truncation_direction,
-                                     prompt_name=params.prompt_name, normalize=True)
-    vectors, call = do_embed(embed_req, model)  # TEI counts and permits it as that embed
-    return (vectors[1:] @ vectors[0]).astype(np.float32), call
+    call = new_call()
+    with service().permits.acquire(size), _embed_metrics(call):
+        scores = model.similarity(req.inputs.source_sentence, sentences, truncate=params.truncate,
+                                  truncation_direction=params.truncation_direction, prompt_name=params.prompt_name,
+                                  call=call)
+    return np.asarray(scores, dtype=np.float32), call
 
 
 def do_predict(req: schemas.PredictRequest):
@@ -263,8 +273,8 @@ def do_predict(req: schemas.PredictRequest):
 
 def do_rerank(req: schemas.RerankRequest):
     model = service().require_ready()
+    size = inputs.rerank_batch(req.query, req.texts).size  # TEI: empty before the model type
     model.require(Operation.RERANK)
-    size = inputs.rerank_batch(req.query, req.texts).size
     count_request(size, True)
     metrics = service().metrics
     call = new_call()
@@ -372,12 +382,26 @@ def default_route():
 def vertex():
     req = parse(schemas.VertexRequest)
     model = service().require_ready()
+    size = sum(_instance_size(instance) for instance in req.instances)
+    limit = service().settings.max_client_batch_size
+    if size > limit:  # all instances together, or one body could carry thousands of inputs
+        g.batch_size_error = True
+        raise batch_size_error(size, limit)
     predictions = []
     for instance in req.instances:
         body, _ = _vertex_one(model, instance)
         g.pop("calls", None)
         predictions.append(body)
     return {"predictions": predictions}, Call()
+
+
+def _instance_size(instance: Any) -> int:
+    """How many inputs a vertex instance carries (at least one)."""
+    if not isinstance(instance, dict):
+        return 1
+    if isinstance(instance.get("texts"), list):
+        return max(1, len(instance["texts"]))
+    return max(1, inputs.embed_size(instance.get("inputs"))[0])
 
 
 def _vertex_one(model, instance: Any):
@@ -445,7 +469,7 @@ def metrics():
     if svc.scheduler is not None:
         svc.metrics.queue_size.set(svc.scheduler.queue_size)
         svc.metrics.compiles_after_warmup.set(svc.scheduler.compiles_since_ready)
-    return Response(svc.metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(svc.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
 # Kept importable for the OpenAPI document: route -> (request model, response model, summary).

@@ -64,6 +64,7 @@ class Service:
                 max_batch_requests=s.max_batch_requests, auto_truncate=s.auto_truncate,
                 attention=s.attention, dense_path=s.dense_path, default_prompt_name=s.default_prompt_name,
                 default_prompt=s.default_prompt, compile_cache=s.compile_cache_dir,
+                chunk_long_inputs=s.chunk_long_inputs, chunk_overlap=s.chunk_overlap,
             )
             # The input-length histogram's buckets depend on the model's max input length.
             self.metrics.set_max_input_length(model.max_input_length)

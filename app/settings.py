@@ -62,6 +62,8 @@ class Settings:
     compile_cache_dir: str = str(DEFAULT_COMPILE_CACHE)  # "none" turns the cache off
     worker_threads: int = 64
     graceful_timeout: int = 30
+    chunk_long_inputs: bool = False  # opt-in: TEI truncates or refuses long inputs
+    chunk_overlap: int = 0
 
     @property
     def model_name(self) -> str:
@@ -95,6 +97,14 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return number
+
+
 def default_tokenization_workers() -> int:
     """TEI: number of CPU cores minus one, clamped to [1, 64]."""
     return max(1, min(64, (os.cpu_count() or 2) - 1))
@@ -124,6 +134,19 @@ class _EnvDefaults(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
 
+class _Version(argparse.Action):
+    """`--version`: prints `text-embeddings-router <tei-jax version>` (clap's format), exit 0."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from tei_jax import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _EnvDefaults(
         prog="text-embeddings-router",
@@ -131,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
+    add("-V", "--version", action=_Version, help="Print the version (tei-jax's) and exit")
     add("--model-id", env="MODEL_ID", default=DEFAULT_MODEL_ID,
         help="The name of the model to load. Can be a MODEL_ID as listed on <https://hf.co/models> like "
              "`BAAI/bge-large-en-v1.5`, or a local directory containing the model files. Without it, the "
@@ -229,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
                       default=int(os.environ.get("GRACEFUL_TIMEOUT", 30)),
                       help="Seconds a stopping server (SIGTERM) keeps answering requests it already "
                            "accepted [env: GRACEFUL_TIMEOUT=] [default: 30]")
+    ours.add_argument("--chunk-long-inputs", type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                      default=parse_bool(os.environ.get("CHUNK_LONG_INPUTS", "false")),
+                      help="Embed an input longer than the model's limit as overlapping token windows pooled "
+                           "by a token-weighted mean, instead of truncating it (embedding models only) "
+                           "[env: CHUNK_LONG_INPUTS=] [default: false]")
+    ours.add_argument("--chunk-overlap", type=non_negative_int, default=int(os.environ.get("CHUNK_OVERLAP", 0)),
+                      help="Tokens shared by consecutive windows with --chunk-long-inputs "
+                           "[env: CHUNK_OVERLAP=] [default: 0]")
     return parser
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import inputs as tei_inputs
-from . import models
+from . import chunking, models
 from .batching import ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -56,7 +56,7 @@ class Model:
 
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, engine: Engine, model_id: str,
                  revision: str | None, dtype: str, auto_truncate: bool = True,
-                 executor: Executor | None = None):
+                 chunk: chunking.ChunkOptions | None = None, executor: Executor | None = None):
         self.spec = spec
         self.tokenizer = tokenizer
         self.engine = engine
@@ -64,6 +64,7 @@ class Model:
         self.revision = revision
         self.dtype = dtype
         self.auto_truncate = auto_truncate
+        self.chunk = chunk  # None: long inputs follow TEI's truncation rules
         self.executor: Executor = executor or DirectExecutor(engine)
 
     def with_executor(self, executor: Executor) -> "Model":
@@ -182,8 +183,13 @@ class Model:
         self.require(Operation.EMBED)
         self._check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
-        outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                            call)
+        if self.chunk is None:
+            outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
+                                call)
+        else:  # long texts -> windows, embedded like any input, then pooled per input
+            windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
+                                      truncation_direction=truncation_direction, prompt_name=prompt_name)
+            outputs = chunking.pool(self._run(Task.EMBED, lambda: windows, call), windows)
         return truncate_and_normalize(np.stack(outputs), dimensions, normalize)
 
     def embed_all(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
@@ -207,19 +213,19 @@ class Model:
                    truncation_direction: str = "right", prompt_name: str | None = None, *,
                    call: Call | None = None) -> list[float]:
         """Cosine similarity of the source against each sentence (HF sentence-similarity)."""
+        batch = tei_inputs.similarity_batch(source_sentence, sentences)  # TEI: empty before model type
         self.require(Operation.SIMILARITY)
-        batch = tei_inputs.similarity_batch(source_sentence, sentences)
-        vectors = self.embed(batch.items, normalize=True, truncate=truncate,
+        vectors = self.embed(batch.items, normalize=False, truncate=truncate,
                              truncation_direction=truncation_direction, prompt_name=prompt_name, call=call)
-        return [float(x) for x in vectors[1:] @ vectors[0]]
+        return [float(x) for x in cosine_to_first(vectors)]
 
     # Classification -------------------------------------------------------------------------
     def _ranked(self, logits: np.ndarray, raw_scores: bool) -> list[dict]:
         scores = scores_from_logits(logits, raw_scores)
         if np.isnan(scores).any():
             raise BackendError("score is NaN")
-        ranked = sorted(((float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)),
-                        key=lambda pair: -pair[0])
+        ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
+                            key=lambda pair: pair[0])
         return [{"score": score, "label": label} for score, label in ranked]
 
     def predict(self, inputs: PredictInput, raw_scores: bool = False, truncate: bool | None = None,
@@ -242,8 +248,8 @@ class Model:
                truncate: bool | None = None, truncation_direction: str = "right", *,
                call: Call | None = None) -> list[dict]:
         """Rank texts against a query with a cross-encoder: [{index, score, text?}] best first."""
+        pairs = tei_inputs.rerank_batch(query, texts).items  # TEI checks this before the model type
         self.require(Operation.RERANK)
-        pairs = tei_inputs.rerank_batch(query, texts).items
         truncate = self._truncate(truncate)
 
         def encode() -> list[Encoded]:
@@ -259,7 +265,7 @@ class Model:
             if return_text:
                 rank["text"] = texts[index]
             ranks.append(rank)
-        return sorted(ranks, key=lambda r: -r["score"])
+        return best_first(ranks, key=lambda r: r["score"])
 
     # Tokens -----------------------------------------------------------------------------------
     def tokenize(self, inputs: str | Sequence[str], add_special_tokens: bool = True,
@@ -272,6 +278,22 @@ class Model:
         """TEI's /decode: always a list of strings."""
         batch = tei_inputs.ids_batch(ids)
         return [self.tokenizer.decode(item, skip_special_tokens) for item in batch.items]
+
+
+def cosine_to_first(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of vectors[1:] to vectors[0]. TEI embeds with normalize=false for it,
+    so it works on SPLADE models too (which cannot normalize)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    norms[norms == 0] = 1.0
+    unit = vectors / norms[:, None]
+    return (unit[1:] @ unit[0]).astype(np.float32)
+
+
+def best_first(items: list, key) -> list:
+    """TEI's order: sorted ascending by score, then reversed, so equal scores come out last
+    index first."""
+    return sorted(items, key=key)[::-1]
 
 
 def load(
@@ -292,6 +314,8 @@ def load(
     default_prompt_name: str | None = None,
     default_prompt: str | None = None,
     compile_cache: str | None = None,
+    chunk_long_inputs: bool = False,
+    chunk_overlap: int = 0,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -299,6 +323,8 @@ def load(
     whole cap on accelerators, CPU_BATCH_TOKENS on CPU, where cache-sized batches run faster).
     `compile_cache` is the persistent compilation cache folder (default: $TEI_JAX_COMPILE_CACHE,
     else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
+    `chunk_long_inputs`: `embed` splits a text longer than the limit into windows sharing
+    `chunk_overlap` tokens and pools them (see tei_jax.chunking); dense embedders only.
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
@@ -323,10 +349,12 @@ def load(
             f"`default-prompt-name` is set to `{default_prompt_name}` but it was not found in the "
             f"Sentence Transformers prompts. Available prompts: {sorted(spec.prompts)}"
         )
+    chunk = _chunk_options(spec, chunk_long_inputs, chunk_overlap)
     prompt = default_prompt
     if prompt is None:
-        name = default_prompt_name or spec.default_prompt_name
-        prompt = spec.prompts.get(name) if name else None
+        # As TEI: config_sentence_transformers.json's default_prompt_name is not applied; only an
+        # explicit default_prompt_name / default_prompt sets a default.
+        prompt = spec.prompts.get(default_prompt_name) if default_prompt_name else None
     tokenizer = Tokenizer(spec.model_dir, max_input_length, spec.prompts, prompt, spec.appended_token)
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())
@@ -344,4 +372,16 @@ def load(
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
                          attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend))
     engine = Engine(spec, arch, params, policy, dense)
-    return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate)
+    return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
+
+
+def _chunk_options(spec: ModelSpec, enabled: bool, overlap: int) -> chunking.ChunkOptions | None:
+    if not enabled:
+        return None
+    if spec.kind != "embedding" or spec.pooling == "splade":
+        kind = "SPLADE" if spec.kind == "embedding" else spec.kind
+        raise ModelLoadError(f"chunk_long_inputs applies to dense embedding models only, not to a {kind} model")
+    try:
+        return chunking.ChunkOptions(overlap)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc

@@ -88,10 +88,11 @@ class Tokenizer:
     def _ids_to_text(self, ids: Sequence[int], skip_special: bool) -> str:
         if len(ids) == 0:
             raise EmptyInputError("`inputs` cannot be empty")
-        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i >= self.vocab_size]
+        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0]
         if bad:
-            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not in the vocabulary")
-        return self._plain.decode(list(ids), skip_special_tokens=skip_special)
+            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not a token id")
+        # As TEI: the ids are decoded, and decoding drops ids outside the vocabulary.
+        return self._plain.decode([i for i in ids if i < self.vocab_size], skip_special_tokens=skip_special)
 
     def _char_guard(self, text: str, truncate: bool, share: int) -> str:
         limit = self.max_input_length * CHARS_PER_TOKEN_LIMIT
@@ -102,11 +103,10 @@ class Tokenizer:
             raise ValidationError(
                 f"Input validation error: `inputs` must have less than {limit} characters. Given: {chars}"
             )
-        raw = text.encode("utf-8")[: limit // share]
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:  # TEI cuts only on a char boundary; otherwise leaves it
-            return text
+        # TEI cuts at byte `limit` only when that is a character boundary and otherwise leaves
+        # the text whole (a long CJK text was then tokenized in full). We cut at the last
+        # boundary at or before it, so the work per input is bounded whatever the script.
+        return text.encode("utf-8")[: limit // share].decode("utf-8", errors="ignore")
 
     def encode(
         self,
@@ -161,6 +161,27 @@ class Tokenizer:
         if n == 0:
             raise EmptyInputError("Input validation error: `inputs` cannot be empty")
         return Encoded(tuple(encoding.ids), tuple(encoding.type_ids), chars)
+
+    def encode_whole(self, text: str, *, prompt_name: str | None = None) -> tuple[Encoded, int, int]:
+        """Tokenize one text whatever its length (chunking splits it afterwards): the entry, and
+        how many of its first and last tokens every window repeats: the template's special
+        tokens, plus the prompt's tokens when they tokenize as a clean prefix."""
+        if not isinstance(text, str):
+            raise ValidationError("`inputs` must be a string to be chunked")
+        if text == "":
+            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+        prompt = self.prompt_text(prompt_name)
+        try:
+            encoding = self._plain.encode((prompt or "") + text)
+            prompt_ids = self._plain.encode(prompt, add_special_tokens=False).ids if prompt else []
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer error: {exc}") from exc
+        ids, mask = encoding.ids, encoding.special_tokens_mask
+        lead = next((i for i, special in enumerate(mask) if not special), len(ids))
+        trail = next((i for i, special in enumerate(reversed(mask)) if not special), 0)
+        if prompt_ids and ids[lead:lead + len(prompt_ids)] == prompt_ids:
+            lead += len(prompt_ids)
+        return Encoded(tuple(ids), tuple(encoding.type_ids), len(text)), lead, trail
 
     # /tokenize and /decode -----------------------------------------------------------------
     def tokenize(self, text: str, add_special_tokens: bool = True, prompt_name: str | None = None) -> list[dict]:

@@ -74,6 +74,51 @@ def test_character_guard(model):
     assert model.embed(text, truncate=True).shape == (1, 32)
 
 
+def test_character_guard_bounds_multibyte_text_too(model):
+    limit = model.max_input_length * 250
+    for text in ("漢" * (limit + 7), "é" * limit + "漢" * 10, "x" * limit + "😀" * 5):
+        cut = model.tokenizer._char_guard(text, truncate=True, share=1)
+        assert 0 < len(cut.encode("utf-8")) <= limit and text.startswith(cut)
+        pair = model.tokenizer._char_guard(text, truncate=True, share=2)
+        assert len(pair.encode("utf-8")) <= limit // 2
+
+
+def test_out_of_vocabulary_ids_are_dropped_as_tei_decodes_them(model):
+    ids = list(model.tokenizer.encode("the cat sat", truncate=True).input_ids)
+    with_unknown = [ids[0], 10**9, *ids[1:], model.tokenizer.vocab_size]
+    assert np.abs(model.embed(with_unknown) - model.embed(ids)).max() < 1e-6
+    with pytest.raises(tei_jax.EmptyInputError):
+        model.embed([10**9])
+
+
+class Fixed:
+    """An executor that answers with fixed outputs (it still tokenizes, as executors do)."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def run(self, job, call=None):
+        assert len(job.encode()) == len(self.outputs)
+        return list(self.outputs)
+
+
+def test_ties_come_out_last_index_first_as_in_tei():
+    reranker = tm.load_cached(tm.make_model("bert", "classification", num_labels=1))
+    fixed = Fixed([np.array([0.5]), np.array([0.1]), np.array([0.5])])
+    ranks = reranker.with_executor(fixed).rerank("q", ["test", "other", "test"], raw_scores=True)
+    assert [r["index"] for r in ranks] == [2, 0, 1]
+    classifier = tm.load_cached(tm.make_model("bert", "classification", num_labels=3))
+    [labels] = classifier.with_executor(Fixed([np.array([1.0, 1.0, 0.0])])).predict([["x"]], raw_scores=True)
+    assert [p["label"] for p in labels] == ["LABEL_1", "LABEL_0", "LABEL_2"]
+
+
+def test_similarity_is_a_cosine_of_unnormalized_vectors():
+    from tei_jax.model import cosine_to_first
+
+    scores = cosine_to_first(np.array([[2.0, 0.0], [5.0, 0.0], [0.0, 3.0], [0.0, 0.0]]))
+    assert np.allclose(scores, [1.0, 0.0, 0.0])
+
+
 def test_dimensions_then_normalize(model):
     full = model.embed("matryoshka", normalize=False)
     cut = model.embed("matryoshka", normalize=True, dimensions=8)
@@ -85,9 +130,13 @@ def test_dimensions_then_normalize(model):
         model.embed("x", dimensions=33)
 
 
-def test_prompts(prompt_model, model):
-    # Default prompt ("query: ") is prepended; an explicit prompt_name overrides it.
-    query = prompt_model.embed("hello")
+def test_prompts(prompt_model, model, folder):
+    # As TEI, the config's default_prompt_name ("query") is not applied; an explicit one is.
+    assert np.allclose(prompt_model.embed("hello"), model.embed("hello"), atol=1e-6)
+    assert prompt_model.tokenizer.default_prompt is None
+    defaulted = tei_jax.load(str(prompt_model.spec.model_dir), max_batch_tokens=256, default_prompt_name="query")
+    assert defaulted.tokenizer.default_prompt == "query: "
+    query = defaulted.embed("hello")
     assert np.allclose(query, model.embed("query: hello"), atol=1e-6)
     passage = prompt_model.embed("hello", prompt_name="passage")
     assert np.allclose(passage, model.embed("passage: hello"), atol=1e-6)

@@ -55,3 +55,50 @@ def test_otlp_spans_only_with_the_flag(monkeypatch):
     assert endpoints == ["http://127.0.0.1:4317"] and span.name == "GET /health"
     assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert span.attributes["http.status_code"] == 503
+
+
+def chunked(app, path, body: bytes, **headers):
+    """Call the WSGI app with a body that has no Content-Length, as gunicorn hands a chunked one."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path=path, method="POST", data=body, headers=headers,
+                             content_type="application/json").get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    environ["wsgi.input_terminated"] = True
+    app_iter, status, response_headers = run_wsgi_app(app.wsgi_app, environ, buffered=True)
+    return int(status.split()[0]), b"".join(app_iter)
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_and_parsed():
+    app = create_app(parse_settings(["--payload-limit", "100"]), start=False)
+    prefix_is_valid_json = b'{"inputs": "a"}' + b" " * 200
+    status, body = chunked(app, "/embed", prefix_is_valid_json)
+    assert status == 413 and body == b"Failed to buffer the request body: length limit exceeded"
+    status, _ = chunked(app, "/embed", b'{"inputs": "a"}')  # under the limit: reaches the route
+    assert status == 503  # (no model here)
+
+
+def test_head_follows_get_and_the_key_is_checked():
+    app = client("--api-key", "sekret")
+    for path in ("/health", "/ping", "/", "/metrics"):
+        assert app.head(path).status_code == app.get(path).status_code != 401, path
+    assert app.get("/info").status_code == 401
+    assert app.get("/info", headers={"Authorization": "Bearer sekret"}).status_code == 503
+    assert app.get("/info", headers={"Authorization": "Bearer sekreT"}).status_code == 401
+    assert app.get("/info", headers={"Authorization": "Bearer s\u00e9kret"}).status_code == 401
+
+
+def test_cors_is_a_wildcard_by_default_and_varies_with_a_list():
+    origin = {"Origin": "null"}
+    default = client().get("/health", headers=origin)
+    assert default.headers["Access-Control-Allow-Origin"] == "*"
+    listed = client("--cors-allow-origin", "http://a.test").get("/health", headers={"Origin": "http://a.test"})
+    assert listed.headers["Access-Control-Allow-Origin"] == "http://a.test"
+    assert "Origin" in listed.headers.get("Vary", "")
+    stranger = client("--cors-allow-origin", "http://a.test").get("/health", headers=origin)
+    assert "Access-Control-Allow-Origin" not in stranger.headers and "Origin" in stranger.headers["Vary"]
+
+
+def test_metrics_content_type_is_teis():
+    assert client().get("/metrics").headers["Content-Type"] == "text/plain; charset=utf-8"

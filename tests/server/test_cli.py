@@ -56,3 +56,21 @@ def test_help_lists_every_flag():
     for flag in TEI_FLAGS:
         assert flag in result.stdout, flag
     assert "[env: MAX_BATCH_TOKENS=]" in result.stdout and "[default: 16384]" in result.stdout
+
+
+def test_version_prints_ours_and_exits_0():
+    from tei_jax import __version__
+
+    result = subprocess.run([sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == f"text-embeddings-router {__version__}\n"
+
+
+def test_chunking_flags_are_opt_in(monkeypatch):
+    monkeypatch.delenv("CHUNK_LONG_INPUTS", raising=False)
+    assert parse_settings([]).chunk_long_inputs is False  # TEI's behaviour: truncate or refuse
+    s = parse_settings(["--chunk-long-inputs", "--chunk-overlap", "16"])
+    assert s.chunk_long_inputs is True and s.chunk_overlap == 16
+    monkeypatch.setenv("CHUNK_LONG_INPUTS", "true")
+    assert parse_settings([]).chunk_long_inputs is True
+    with pytest.raises(SystemExit):
+        parse_settings(["--chunk-overlap", "-1"])

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 
 import pytest
 
-from app.client_watch import hung_up, watcher
+from app.client_watch import INTERIM, ClientWatch, hung_up, watcher
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """(server side, client side) of a real loopback TCP connection."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
+
+
+def settle(check, want, timeout=2.0):
+    """Poll `check` until it returns `want` (a reset takes a moment to arrive)."""
+    deadline = time.monotonic() + timeout
+    while check() != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
 
 
 def test_hung_up_tells_a_closed_peer_from_a_quiet_or_talking_one():
@@ -23,11 +43,41 @@ def test_hung_up_tells_a_closed_peer_from_a_quiet_or_talking_one():
     assert hung_up(ours)  # closed on our side too: nothing more to wait for
 
 
+def test_descriptors_above_1024_are_watched_not_taken_for_hang_ups():
+    # select() raises ValueError above FD_SETSIZE; that was read as "client gone".
+    ours, theirs = tcp_pair()
+    high = os.dup2(ours.fileno(), 1500)
+    try:
+        sock = socket.socket(fileno=high)
+        assert sock.fileno() >= 1024
+        assert ClientWatch(sock)() is False
+        theirs.close()
+        assert settle(ClientWatch(sock, probe=False), True) is True
+        sock.close()
+    finally:
+        ours.close()
+
+
+def test_a_half_closed_client_is_still_there_and_a_closed_one_is_not():
+    ours, theirs = tcp_pair()
+    with ours, theirs:
+        theirs.shutdown(socket.SHUT_WR)  # sent its request, still reading
+        check = ClientWatch(ours)
+        assert settle(check, False) is False and check.probed
+        assert check() is False  # no reset came back
+        assert theirs.recv(64) == INTERIM  # an interim answer HTTP clients skip
+    ours, theirs = tcp_pair()
+    with ours:
+        theirs.close()
+        check = ClientWatch(ours)
+        assert settle(check, True) is True  # the probe drew a reset
+
+
 def test_watcher_needs_gunicorns_socket():
     assert watcher({}) is None
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        check = watcher({"gunicorn.socket": ours})
+        check = watcher({"gunicorn.socket": ours, "SERVER_PROTOCOL": "HTTP/1.1"})
         assert check() is False
 
 

@@ -80,7 +80,7 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
 
         with ThreadPoolExecutor(max_workers=15) as pool:
             futures = [pool.submit(call, i) for i in range(15)]
-            pattern = re.compile(r'^te_request_count_total\{method="batch"\} (\S+)$', re.M)
+            pattern = re.compile(r'^te_request_count\{method="batch"\} (\S+)$', re.M)
             while True:
                 found = pattern.search(requests.get(server.url + "/metrics", timeout=10).text)
                 if found and float(found.group(1)) >= len(futures):

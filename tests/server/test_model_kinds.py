@@ -48,6 +48,8 @@ def test_classifier_predict(classifier_server):
     assert refused.status_code == 424 and refused.json()["error"] == "model is not a re-ranker model"
     assert post(classifier_server, "/embed", {"inputs": "a"}).json() == {
         "error": "Model is not an embedding model", "error_type": "Backend"}
+    no_sentences = post(classifier_server, "/similarity", {"inputs": {"source_sentence": "a", "sentences": []}})
+    assert no_sentences.status_code == 400 and no_sentences.json()["error_type"] == "Empty"  # before the type
     info = requests.get(classifier_server.url + "/info").json()
     assert info["model_type"]["classifier"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
 
@@ -93,6 +95,10 @@ def test_splade(splade_server):
     assert refused.json()["error"] == "`normalize` is not available for SPLADE models"
     assert post(splade_server, "/embed_all", {"inputs": "the cat"}).status_code == 424
     assert post(splade_server, "/", {"inputs": "the cat"}).json() == [response.json()[0]]
+    similarity = post(splade_server, "/similarity", {"inputs": {"source_sentence": "the cat",
+                                                                "sentences": ["the cat", "a dog"]}})
+    assert similarity.status_code == 200, similarity.text  # TEI embeds with normalize=false for it
+    assert abs(similarity.json()[0] - 1) < 1e-4
 
 
 def test_more_items_than_permits_is_429(splade_server):
@@ -100,4 +106,4 @@ def test_more_items_than_permits_is_429(splade_server):
     assert over.status_code == 429
     assert over.json() == {"error": "Model is overloaded", "error_type": "Overloaded"}
     assert post(splade_server, "/embed_sparse", {"inputs": ["a", "b", "c", "d"]}).status_code == 200
-    assert 'te_request_failure_total{err="overloaded"} 1.0' in requests.get(splade_server.url + "/metrics").text
+    assert 'te_request_failure{err="overloaded"} 1' in requests.get(splade_server.url + "/metrics").text
