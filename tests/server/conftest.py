@@ -34,10 +34,15 @@ def free_port() -> int:
 class Server:
     """One server process; `url`, `wait_ready()`, `stop()`."""
 
-    def __init__(self, name: str, args: list[str], env: dict | None = None):
+    def __init__(self, name: str, args: list[str], env: dict | None = None, grpc: bool = False):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # With `grpc`, the same process also serves tei.v1 on `grpc_target` (--grpc-port).
+        self.grpc_port = free_port() if grpc else None
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None
+        if grpc:
+            args = [*args, "--grpc-port", str(self.grpc_port)]
         self.log_path = Path(tempfile.mkdtemp(prefix=f"tei-jax-{name}-")) / "server.log"
         # The session's compile cache (tests/conftest.py) is inherited: a server started again
         # on a model an earlier one compiled loads its programs instead.
@@ -60,7 +65,7 @@ class Server:
                 raise RuntimeError(f"server {self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
             try:
                 self._ready = requests.get(self.url + "/health", timeout=5).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # busy machine: ask again
                 pass
             if not self._ready:
                 time.sleep(0.25)
@@ -90,19 +95,22 @@ FLEET = {
                       "--api-key", API_KEY, "--payload-limit", "200000", "--served-model-name", "tiny-embed"],
     "classifier": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=3)),
                            "--max-batch-tokens", "256"],
+    # 8 permits: a gRPC Rerank of 10 texts is refused (RESOURCE_EXHAUSTED).
     "reranker": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=1)),
-                         "--max-batch-tokens", "256"],
+                         "--max-batch-tokens", "256", "--max-concurrent-requests", "8"],
     # SPLADE with only 4 permits, for 429.
     "splade": lambda: ["--model-id", str(tm.make_model("bert", "masked_lm")), "--pooling", "splade",
                        "--max-batch-tokens", "256", "--max-concurrent-requests", "4"],
     # The bundled real model with its default settings but a small token budget.
     "minilm": lambda: ["--max-batch-tokens", "256"],
 }
+# Fleet servers that also serve gRPC beside HTTP (tests/server/test_grpc_*.py).
+GRPC_FLEET = ("embed", "classifier", "reranker", "splade")
 
 
 @pytest.fixture(scope="session")
 def fleet():
-    servers = {name: Server(name, make_args()) for name, make_args in FLEET.items()}
+    servers = {name: Server(name, make_args(), grpc=name in GRPC_FLEET) for name, make_args in FLEET.items()}
     yield servers
     for server in servers.values():
         server.stop()
