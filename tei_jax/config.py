@@ -8,6 +8,7 @@ field that hold it, at load time, never as wrong numbers later.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -128,9 +129,19 @@ class ModelSpec:
     def label2id(self) -> dict[str, int]:
         return {label: idx for idx, label in self.id2label.items()}
 
-    @property
-    def has_pair_inputs(self) -> bool:
-        return self.kind in ("classifier", "reranker")
+    @functools.cached_property
+    def tensor_names(self) -> frozenset[str]:
+        """Every tensor name in the checkpoint, from the safetensors headers alone (read once,
+        no data): lets a family pick the head the checkpoint carries before its weights load."""
+        from safetensors import safe_open
+
+        from .weights import safetensors_files
+
+        names: set[str] = set()
+        for path in safetensors_files(self.model_dir):
+            with safe_open(str(path), framework="numpy") as handle:
+                names.update(handle.keys())
+        return frozenset(names)
 
 
 def _model_kind(config: dict, pooling: str | None, path: Path) -> tuple[str, str | None]:

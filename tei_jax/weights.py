@@ -1,11 +1,11 @@
-"""safetensors (single file or sharded index) -> parameter pytree.
+"""safetensors (single file or sharded index) -> host tensors by name -> device.
 
-A family describes where each of its parameters lives in the published checkpoint; the
-`WeightReader` here reads tensors one at a time as NumPy arrays already in the target dtype
-(so a bfloat16 7B model never has a float32 copy in host memory), does the layout work
-(transposes, fusing) on the host, where it compiles nothing, and remembers which names were
-used so leftovers and missing names are reported by name. `to_device` then moves the finished
-tree to the accelerator leaf by leaf, freeing each host array as it goes.
+A family's weight table (tei_jax/models/table.py) says where each of its parameters lives in
+the published checkpoint; the `WeightReader` here reads tensors one at a time as NumPy arrays
+already in the target dtype (so a bfloat16 7B model never has a float32 copy in host memory)
+and remembers which names were used, so the table's loader can report the missing and the
+unused ones by name. `to_device` then moves the finished tree to the accelerator leaf by leaf,
+freeing each host array as it goes.
 """
 
 from __future__ import annotations
@@ -68,6 +68,20 @@ class WeightReader:
     def _full(self, name: str, prefixed: bool) -> str:
         return self.prefix + name if prefixed else name
 
+    def resolve(self, name: str) -> str | None:
+        """The full checkpoint name of a table name ("/x" is a root name, "a|b" is a, else b),
+        or None when no spelling exists."""
+        for spelling in name.split("|"):
+            full = spelling[1:] if spelling.startswith("/") else self.prefix + spelling
+            if full in self._where:
+                return full
+        return None
+
+    def display(self, name: str) -> str:
+        """A table name as the checkpoint would spell it (its first spelling), for errors."""
+        first = name.split("|")[0]
+        return first[1:] if first.startswith("/") else self.prefix + first
+
     def raw(self, name: str, prefixed: bool = True):
         full = self._full(name, prefixed)
         if full not in self._where:
@@ -81,10 +95,6 @@ class WeightReader:
         target = np.dtype(dtype) if dtype is not None else self.dtype
         return tensor if tensor.dtype == target else tensor.astype(target)
 
-    def mark_used(self, names: Iterable[str]) -> None:
-        """Declare checkpoint names that are deliberately not loaded (e.g. an unused pooler)."""
-        self._used.update(n for n in names if n in self._where)
-
     def unused(self) -> list[str]:
         return sorted(
             n for n in self._where if n not in self._used and not n.endswith(_IGNORED_SUFFIXES)
@@ -97,31 +107,6 @@ class WeightReader:
         if bias:
             params["bias"] = self.get(f"{name}.bias", prefixed)
         return params
-
-    def fused_linear(self, names: Sequence[str], bias: bool = True, prefixed: bool = True) -> dict:
-        """Several Linears sharing an input, concatenated along the output (fused QKV)."""
-        parts = [self.linear(n, bias, prefixed) for n in names]
-        params = {"kernel": np.concatenate([p["kernel"] for p in parts], axis=1)}
-        if bias:
-            params["bias"] = np.concatenate([p["bias"] for p in parts])
-        return params
-
-    def norm(self, name: str, bias: bool = True, prefixed: bool = True) -> dict:
-        """A norm's scale (and bias); old TF-converted checkpoints call them gamma/beta."""
-        legacy = not self.has(f"{name}.weight", prefixed) and self.has(f"{name}.gamma", prefixed)
-        params = {"scale": self.get(f"{name}.{'gamma' if legacy else 'weight'}", prefixed)}
-        if bias:
-            params["bias"] = self.get(f"{name}.{'beta' if legacy else 'bias'}", prefixed)
-        return params
-
-    def embedding(self, name: str, prefixed: bool = True) -> dict:
-        return {"embedding": self.get(f"{name}.weight", prefixed)}
-
-    def check_all_used(self) -> None:
-        leftover = self.unused()
-        if leftover:
-            shown = ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else "")
-            raise ModelLoadError(f"{len(leftover)} checkpoint weights are not used by the model: {shown}")
 
 
 def load_dense_module(path: Path, in_features: int, out_features: int, bias: bool, dtype) -> dict:
@@ -149,6 +134,3 @@ def to_device(tree) -> dict:
         del leaf
     return jax.tree.unflatten(treedef, leaves)
 
-
-def to_numpy(array) -> np.ndarray:
-    return np.asarray(array)

@@ -17,6 +17,7 @@ from tests.tiny_models import minilm_dir
 def test_workload_lengths_follow_their_distribution():
     assert workloads.target_lengths("fixed512", 3, 256)[0] == [256, 256, 256]
     assert "capped" in workloads.target_lengths("fixed512", 3, 256)[1]
+    assert workloads.target_lengths("query16", 3, 512)[0] == [16, 16, 16]
     short, _ = workloads.target_lengths("short", 200, 512)
     assert min(short) >= 8 and max(short) <= 32
     mixed, _ = workloads.target_lengths("mixed", 2000, 512, seed=3)

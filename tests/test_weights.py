@@ -43,14 +43,15 @@ def test_reader_casts_and_tracks_usage():
     folder = tm.make_model("bert", "classification", num_labels=2)
     reader = WeightReader(safetensors_files(folder), jnp.bfloat16, prefixes=("bert.",))
     assert reader.prefix == "bert."
-    emb = reader.embedding("embeddings.word_embeddings")
-    assert emb["embedding"].dtype == jnp.bfloat16
+    emb = reader.get("embeddings.word_embeddings.weight")
+    assert emb.dtype == jnp.bfloat16
     assert "bert.embeddings.word_embeddings.weight" not in reader.unused()
     assert "classifier.weight" in reader.unused()
     with pytest.raises(ModelLoadError, match="weight 'bert.nope.weight' is missing"):
         reader.get("nope.weight")
-    with pytest.raises(ModelLoadError, match="not used by the model"):
-        reader.check_all_used()
+    assert reader.resolve("/classifier.weight") == "classifier.weight"
+    assert reader.resolve("nope.weight|embeddings.word_embeddings.weight") == "bert.embeddings.word_embeddings.weight"
+    assert reader.resolve("nope.weight") is None and reader.display("nope.weight") == "bert.nope.weight"
 
 
 def test_missing_checkpoint_is_named(tmp_path):

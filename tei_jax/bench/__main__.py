@@ -30,11 +30,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float, default=5.0, help="server: load before measuring")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                    help="tei-jax dtype (default float32 on CPU, bfloat16 on GPU)")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="side of the square matmul timed for peak FLOP/s (default 8192 on accelerators, 2048 on CPU)")
     p.add_argument("--peer-dtype", choices=("float32", "bfloat16", "float16"), default=None,
                    help="sentence-transformers dtype (default float32 on CPU, float16 on GPU)")
     p.add_argument("--peer-batch-size", type=int, default=32,
                    help="engine: sentence-transformers' encode batch_size inside each call (its default 32)")
-    p.add_argument("--attention", default="auto", help="tei-jax attention implementation (engine mode)")
+    p.add_argument("--attention", default="auto",
+                   help="tei-jax attention implementation (engine mode); several separated by commas "
+                        "(e.g. xla,cudnn,pallas) are measured side by side against one peer")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="engine: tei_jax.load's max_batch_tokens (default 16384)")
+    p.add_argument("--status-file", type=Path, default=None,
+                   help="engine: write the phase in progress here (to tell where a killed run hung)")
+    p.add_argument("--trace-dir", type=Path, default=None,
+                   help="engine: after the timed rounds, one more round per tei-jax system under jax.profiler")
     p.add_argument("--peer", dest="peer", action="store_true", default=True, help="measure the peer too (default)")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="measure tei-jax alone")
     p.add_argument("--profile", action="store_true", help="engine: also time tei-jax's phases one by one")
@@ -62,14 +72,15 @@ def run(args: argparse.Namespace) -> dict:
 
     on_gpu = jax.default_backend() != "cpu"
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    peak = None if args.no_peak else machine.peak_matmul_flops()
+    peak = None if args.no_peak else machine.peak_matmul_flops(size=args.peak_size)
     if args.mode == "engine":
         count = args.count or (64 if args.workload == "fixed512" else 512)
         options = engine_mode.EngineOptions(
             preset=args.preset, workload=args.workload, count=count, batch_size=args.batch_size or 32,
             rounds=args.rounds, dtype=args.dtype, peer=args.peer, peer_dtype=args.peer_dtype, seed=args.seed,
             peer_batch_size=args.peer_batch_size,
-            attention=args.attention, work_dir=args.work_dir, allow_cpu=args.allow_cpu)
+            attention=args.attention, max_batch_tokens=args.max_batch_tokens, work_dir=args.work_dir,
+            allow_cpu=args.allow_cpu, status_file=args.status_file, trace_dir=args.trace_dir)
         progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
         try:
             result = engine_mode.run(options, progress, peak, profile=args.profile)

@@ -3,12 +3,19 @@
 Both load the same folder in this process, get the same texts in the same client batches,
 are warmed up on the whole workload first, and then run alternating rounds (ours first on
 even rounds, the peer first on odd ones) so background noise falls on both.
+
+Several attention implementations can run side by side (`attention="xla,cudnn,pallas"`): each
+is its own system `tei-jax[xla]`, ..., measured in the same rounds against the same peer. One
+that fails to load or to warm up is recorded under `failed_systems` and the others go on, so a
+broken kernel costs its own numbers only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,9 +42,17 @@ class EngineOptions:
     peer_dtype: str | None = None  # default float32 on CPU, float16 on GPU
     peer_batch_size: int = 32  # sentence-transformers' own encode batch size (its default)
     seed: int = 0
-    attention: str = "auto"
+    attention: str = "auto"  # one implementation, or several separated by commas
+    max_batch_tokens: int | None = None  # tei_jax.load's cap (its default 16384 when None)
     work_dir: Path | None = None
     allow_cpu: bool = False
+    status_file: Path | None = None  # the current phase is written here (read after a hang)
+    trace_dir: Path | None = None  # one more round of each tei-jax system under jax.profiler
+
+    @property
+    def attentions(self) -> list[str]:
+        names = [a.strip() for a in self.attention.split(",") if a.strip()]
+        return names or ["auto"]
 
 
 @dataclasses.dataclass
@@ -55,21 +70,47 @@ def chunks(items: Sequence, size: int) -> list[list]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def load_ours(folder: Path, options: EngineOptions):
-    """tei_jax's Model for the folder, with the bench's dtype and attention choice."""
+def system_name(attention: str, options: EngineOptions) -> str:
+    """`tei-jax` for a single implementation (as before), `tei-jax[pallas]` among several."""
+    return OURS if len(options.attentions) == 1 else f"{OURS}[{attention}]"
+
+
+def load_ours(folder: Path, options: EngineOptions, attention: str | None = None):
+    """tei_jax's Model for the folder, with the bench's dtype, attention and batch cap."""
     import tei_jax
 
-    return tei_jax.load(str(folder), dtype=options.dtype, attention=options.attention)
+    kwargs = {} if options.max_batch_tokens is None else {"max_batch_tokens": options.max_batch_tokens}
+    return tei_jax.load(str(folder), dtype=options.dtype, attention=attention or options.attentions[0], **kwargs)
 
 
-def ours_system(model, options: EngineOptions, texts: list[str]) -> tuple[System, list[int]]:
+def ours_system(model, options: EngineOptions, texts: list[str], name: str = OURS) -> tuple[System, list[int]]:
     """tei_jax as a System, and its exact token lengths for the texts; padding efficiency is
     over the same client batches (the engine plans each embed call on its own)."""
     lengths = [len(model.tokenizer.encode(t, truncate=model.auto_truncate)) for t in texts]
     plans = [batch for group in chunks(lengths, options.batch_size) for batch in model.engine.policy.plan(group)]
-    system = System(OURS, model.dtype, lambda batch: model.embed(batch), padding_efficiency(plans),
+    system = System(name, model.dtype, lambda batch: model.embed(batch), padding_efficiency(plans),
                     lambda: model.compile_count)
     return system, lengths
+
+
+def write_status(options: EngineOptions, phase: str) -> None:
+    """Record the phase in progress, so whoever kills a hung run can tell where it hung."""
+    if options.status_file is not None:
+        path = Path(options.status_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"phase": phase, "time": time.time()}) + "\n")
+
+
+def agreement(ours: np.ndarray, peer: np.ndarray) -> dict:
+    """How close two systems' (normalised) vectors are: max abs difference, least cosine."""
+    a, b = np.asarray(ours, np.float64), np.asarray(peer, np.float64)
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return {"max_abs_diff": float(np.max(np.abs(a - b))), "min_cosine": float(np.min(cos))}
+
+
+def _short_error(error: BaseException) -> str:
+    lines = traceback.format_exception_only(type(error), error)
+    return "".join(lines).strip()[-2000:]
 
 
 def peer_padding_efficiency(texts: list[str], lengths: list[int], client_batch: int, peer_batch: int) -> float:
@@ -132,6 +173,17 @@ def time_round(system: System, batches: list[list[str]]) -> tuple[float, list[fl
     return time.perf_counter() - start, latencies
 
 
+def trace_round(system: System, batches: list[list[str]], root: Path) -> Path:
+    """One more (untimed) round under jax.profiler, for TensorBoard / Perfetto; returns its folder."""
+    import jax
+
+    folder = root / system.name.replace("[", "-").replace("]", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    with jax.profiler.trace(str(folder)):
+        time_round(system, batches)
+    return folder
+
+
 def summarize(systems: list[System], per_system: dict, sequences: int, useful_flops: float,
               peak: dict | None) -> dict:
     """Per-system figures: median and best rates, latency percentiles, padding, model FLOP/s
@@ -156,9 +208,11 @@ def summarize(systems: list[System], per_system: dict, sequences: int, useful_fl
             entry["fraction_of_peak"] = entry["model_flops_per_s"] / peak["flops_per_s"]
         results[system.name] = entry
     if PEER in results:
-        ours, peer = results[OURS], results[PEER]
-        ours["ratio_to_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"]
-        ours["ratio_to_peer_best"] = ours["tokens_per_s_best"] / peer["tokens_per_s_best"]
+        peer = results[PEER]
+        for name, ours in results.items():
+            if name != PEER:
+                ours["ratio_to_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"]
+                ours["ratio_to_peer_best"] = ours["tokens_per_s_best"] / peer["tokens_per_s_best"]
         peer["ratio_to_peer"] = peer["ratio_to_peer_best"] = 1.0
     return results
 
@@ -175,34 +229,67 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
     if warning:
         say(warning)
     say(f"preparing preset {preset.name}")
+    write_status(options, "preset")
     folder = presets.materialize(preset, options.work_dir, options.seed)
-    say("loading tei-jax")
-    model = load_ours(folder, options)
-    max_length = model.max_input_length
+    failed: dict[str, str] = {}
+    loaded = []  # (system name, attention, model)
+    for attention in options.attentions:
+        name = system_name(attention, options)
+        say(f"loading {name}")
+        write_status(options, f"load:{name}")
+        try:
+            loaded.append((name, attention, load_ours(folder, options, attention)))
+        except Exception as error:  # noqa: BLE001 - recorded; the other implementations go on
+            failed[name] = f"load: {_short_error(error)}"
+            say(f"{name} failed to load: {failed[name]}")
+    if not loaded:
+        raise RuntimeError(f"no tei-jax system could be loaded: {failed}")
+    first_model = loaded[0][2]
+    max_length = first_model.max_input_length
     work = workloads.make_workload(options.workload, options.count, folder, max_length, options.seed)
-    ours, lengths = ours_system(model, options, work.texts)
-    systems = [ours]
+    systems, models, lengths = [], {}, None
+    for name, _, model in loaded:
+        system, lengths = ours_system(model, options, work.texts, name)
+        systems.append(system)
+        models[name] = model
     if options.peer:
         say("loading sentence-transformers")
-        systems.append(load_peer(folder, options, max_length, work.texts, lengths))
+        write_status(options, f"load:{PEER}")
+        try:
+            systems.append(load_peer(folder, options, max_length, work.texts, lengths))
+        except Exception as error:  # noqa: BLE001 - ours are still measured
+            failed[PEER] = f"load: {_short_error(error)}"
+            say(f"{PEER} failed to load: {failed[PEER]}")
     batches = chunks(work.texts, options.batch_size)
     tokens = int(sum(lengths))
     useful_flops = flops.workload_flops(folder, lengths)
 
     say("warming up (whole workload once on each system)")
-    agreement = None
-    first = [s.embed(batches[0]) for s in systems]
+    first, ready = {}, []
     for system in systems:
-        time_round(system, batches)
-    if len(first) == 2:
-        agreement = float(np.max(np.abs(first[0] - first[1])))
-    compiles_before = ours.compile_count()
+        write_status(options, f"warmup:{system.name}")
+        try:
+            first[system.name] = system.embed(batches[0])
+            time_round(system, batches)
+            ready.append(system)
+        except Exception as error:  # noqa: BLE001 - e.g. a kernel that does not compile here
+            failed[system.name] = f"warmup: {_short_error(error)}"
+            say(f"{system.name} failed while warming up: {failed[system.name]}")
+    systems = ready
+    ours_systems = [s for s in systems if s.name != PEER]
+    if not ours_systems:
+        raise RuntimeError(f"no tei-jax system survived warmup: {failed}")
+    agreements = {}
+    if PEER in first:
+        agreements = {s.name: agreement(first[s.name], first[PEER]) for s in ours_systems}
+    compiles_before = {s.name: s.compile_count() for s in ours_systems}
 
     per_system = {s.name: {"rounds": [], "latencies": []} for s in systems}
     for index in range(options.rounds):
         order = systems if index % 2 == 0 else systems[::-1]
         for system in order:
             progress.step(f"round {index + 1}/{options.rounds}: {system.name}")
+            write_status(options, f"round{index + 1}:{system.name}")
             wall, latencies = time_round(system, batches)
             per_system[system.name]["latencies"].extend(latencies)
             per_system[system.name]["rounds"].append({
@@ -211,9 +298,24 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
     phase_profile = None
     if profile:
         say("profiling tei-jax phase by phase")
-        phase_profile = profile_embed(model, batches, repeats=max(1, min(options.rounds, 3)))
+        write_status(options, "profile")
+        phase_profile = profile_embed(models[ours_systems[0].name], batches, repeats=max(1, min(options.rounds, 3)))
+
+    traces = {}
+    if options.trace_dir is not None:
+        for system in ours_systems:
+            write_status(options, f"trace:{system.name}")
+            traces[system.name] = str(trace_round(system, batches, Path(options.trace_dir)))
 
     results = summarize(systems, per_system, len(work.texts), useful_flops, peak)
+    for name, entry in results.items():
+        if name in agreements:
+            entry["agreement_vs_peer"] = agreements[name]
+        if name in models:
+            entry["attention"] = next(a for n, a, _ in loaded if n == name)
+            entry["compiled_shapes"] = models[name].compile_count
+    compiles = {s.name: s.compile_count() - compiles_before[s.name] for s in ours_systems}
+    write_status(options, "done")
     return {
         "mode": "engine",
         "preset": preset.name,
@@ -224,13 +326,18 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
                      "min_tokens": min(lengths), "note": work.note, "seed": options.seed},
         "batch_size": options.batch_size,
         "peer_batch_size": options.peer_batch_size,
+        "max_batch_tokens": options.max_batch_tokens,
         "rounds": options.rounds,
         "headline": "median over alternating rounds (best round also given)",
         "backend": jax.default_backend(),
         "attention": options.attention,
-        "compiles_during_timing": ours.compile_count() - compiles_before,
-        "max_abs_diff_vs_peer": agreement,
+        "compiles_during_timing": sum(compiles.values()),
+        "compiles_during_timing_by_system": compiles,
+        "max_abs_diff_vs_peer": max((a["max_abs_diff"] for a in agreements.values()), default=None),
+        "min_cosine_vs_peer": min((a["min_cosine"] for a in agreements.values()), default=None),
+        "failed_systems": failed,
         "model_flops": useful_flops,
         "systems": results,
         "profile": phase_profile,
+        "traces": traces,
     }

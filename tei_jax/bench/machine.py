@@ -7,6 +7,8 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +36,42 @@ def _memory_gib() -> float | None:
         return round(pages * size / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         return None
+
+
+NVIDIA_FIELDS = ("name", "memory.total", "driver_version", "clocks.max.sm", "clocks.sm", "power.limit",
+                 "temperature.gpu", "utilization.gpu", "compute_cap")
+
+
+def nvidia_smi() -> list[dict] | None:
+    """One dict per GPU from `nvidia-smi --query-gpu` (None without the tool); read only."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return None
+    try:
+        out = subprocess.run([binary, f"--query-gpu={','.join(NVIDIA_FIELDS)}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [{"error": str(error)}]
+    if out.returncode != 0:
+        return [{"error": (out.stderr or out.stdout).strip()[-500:]}]
+    return [dict(zip(NVIDIA_FIELDS, (v.strip() for v in line.split(",")))) for line in out.stdout.splitlines() if line.strip()]
+
+
+def accelerator() -> dict:
+    """The GPU side: nvidia-smi, the CUDA versions JAX's plugin and torch were built with."""
+    info: dict = {"nvidia_smi": nvidia_smi()}
+    info["versions"] = {name: _version(name) for name in (
+        "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-cuda12-plugin", "jax-cuda12-pjrt", "nvidia-cudnn-cu13",
+        "nvidia-cudnn-cu12", "triton")}
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        info["torch_sees_gpu"] = bool(torch.cuda.is_available())
+        info["torch_cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch_cuda"] = None
+    return info
 
 
 def describe() -> dict:
@@ -69,12 +107,15 @@ def peak_matmul_flops(dtype: str | None = None, size: int | None = None, repeats
     b = jax.random.normal(key_b, (size, size), dtype=dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, b).block_until_ready()
-    best = float("inf")
+    times = []
     inner = 1 if on_cpu else 10
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(inner):
             out = matmul(a, b)
         out.block_until_ready()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return {"dtype": dtype, "size": size, "flops_per_s": 2.0 * size**3 / best}
+        times.append((time.perf_counter() - start) / inner)
+    flop = 2.0 * size**3
+    return {"dtype": dtype, "size": size, "flops_per_s": flop / min(times),
+            "median_flops_per_s": flop / sorted(times)[len(times) // 2], "repeats": repeats, "inner": inner,
+            "inputs": "random normal"}

@@ -48,15 +48,18 @@ def table(result: dict, show_peak: bool = False) -> str:
 
 
 def with_ratios(result: dict) -> dict:
-    """Fill in best-round ratios for results written before they were recorded."""
+    """Fill in best-round and paired ratios (each of ours against the peer, which is last)."""
     systems = list(result["systems"].values())
     rate = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
-    if len(systems) == 2 and all(rate + "_best" in s for s in systems):
-        systems[0].setdefault("ratio_to_peer_best", systems[0][rate + "_best"] / systems[1][rate + "_best"])
-        systems[1].setdefault("ratio_to_peer_best", 1.0)
-        paired = paired_ratios(systems[0]["rounds"], systems[1]["rounds"], rate)
-        systems[0].setdefault("ratio_paired_median", statistics.median(paired))
-        systems[0].setdefault("ratio_paired", paired)
+    if len(systems) >= 2 and all(rate + "_best" in s for s in systems):
+        peer = systems[-1]
+        peer.setdefault("ratio_to_peer_best", 1.0)
+        for ours in systems[:-1]:
+            ours.setdefault("ratio_to_peer_best", ours[rate + "_best"] / peer[rate + "_best"])
+            paired = paired_ratios(ours["rounds"], peer["rounds"], rate)
+            if paired:
+                ours.setdefault("ratio_paired_median", statistics.median(paired))
+                ours.setdefault("ratio_paired", paired)
     return result
 
 
@@ -88,7 +91,8 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     rate_key = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     rate_label = "tokens/s" if result["mode"] == "engine" else "requests/s"
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"][: len(systems)]
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
+    colors = [palette[i % len(palette)] for i in range(len(systems) - 1)] + ["#ff7f0e"]
     left.bar(names, [s[rate_key] for s in systems], color=colors)
     for i, s in enumerate(systems):
         for r in s["rounds"]:
@@ -99,6 +103,8 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
     right.bar([i - 0.2 for i in x], [s["p50_ms"] or 0 for s in systems], width=0.4, label="p50", color="#7f7f7f")
     right.bar([i + 0.2 for i in x], [s["p99_ms"] or 0 for s in systems], width=0.4, label="p99", color="#d62728")
     right.set_xticks(list(x), names)
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=8, labelrotation=12)
     right.set_ylabel("latency per request (ms)" if result["mode"] == "server" else "latency per batch (ms)")
     right.set_title("latency")
     right.legend()
@@ -107,7 +113,9 @@ def write_plot(result: dict, output_dir: Path, name: str) -> Path | None:
                  f"batch {result['batch_size']}"
                  + (f" / {result['concurrency']} clients" if result["mode"] == "server" else "")
                  + f" - {machine['cpu_model']}, {machine['cpu_cores']} cores, "
-                 f"{machine['jax_backend']}", fontsize=9)
+                 f"{machine['jax_backend']}"
+                 + (f" ({', '.join(sorted(set(machine.get('devices') or [])))})" if machine["jax_backend"] != "cpu" else ""),
+                 fontsize=9)
     fig.tight_layout()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{name}.png"

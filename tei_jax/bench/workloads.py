@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORKLOADS = ("fixed512", "short", "mixed")
+WORKLOADS = ("fixed512", "short", "query16", "mixed")
 
 
 @dataclasses.dataclass
@@ -29,12 +29,14 @@ class Workload:
 
 def target_lengths(name: str, count: int, max_length: int, seed: int = 0) -> tuple[list[int], str]:
     """Token lengths for a workload: fixed512 (TEI's headline), short (8-32 tokens, queries),
-    mixed (lognormal, median 28, clipped to 8..512: sentences with a long tail of passages)."""
+    query16 (16 tokens each: the single-query latency case), mixed (lognormal, median 28, clipped to 8..512: sentences with a long tail of passages)."""
     rng = np.random.default_rng(seed)
     if name == "fixed512":
         length = min(512, max_length)
         note = "" if length == 512 else f"512 tokens capped at the model's max input length {length}"
         return [length] * count, note
+    if name == "query16":
+        return [min(16, max_length)] * count, ""
     if name == "short":
         return [int(x) for x in rng.integers(8, 33, size=count)], ""
     if name == "mixed":

@@ -1,7 +1,9 @@
 """Registry: config.json model_type (and a few config hints) -> family module.
 
-Adding a family means one module with MODEL_TYPES and build(spec, dtype, attention) ->
-Architecture, and one entry in _FAMILIES.
+A family module is data plus a forward: a frozen config dataclass parsed from config.json
+(fields.FamilyConfig), a weight table with the logical axes of every parameter (table.py), and
+a StackSpec for the shared, scanned layers (layers.py). Adding a family means one module with
+MODEL_TYPES and build(spec, dtype, attention) -> Architecture, and one entry in _FAMILIES.
 """
 
 from __future__ import annotations

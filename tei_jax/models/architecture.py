@@ -1,13 +1,14 @@
-"""What a model family hands the engine: modules, a parameter loader, and a few facts."""
+"""What a model family hands the engine: modules, the weight table, and a few facts."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import flax.linen as nn
 
 from ..weights import WeightReader
+from .fields import FamilyConfig
+from .table import WeightTable
 
 
 @dataclasses.dataclass
@@ -17,26 +18,24 @@ class Architecture:
     encoder: (input_ids, type_ids, position_ids, segment_ids) -> hidden [rows, seq, hidden].
     head: a ClassificationHead on pooled vectors (classifier/reranker) or a MaskedLMHead on
       hidden states (SPLADE), or None.
-    load_params: reader -> {"encoder": ..., "head": ...} in the modules' layout.
+    table: every parameter of {"encoder": ..., "head": ...}: checkpoint names, conversion, axes.
+    config: the family's typed config, as parsed from config.json.
     """
 
     encoder: nn.Module
-    load_params: Callable[[WeightReader], dict]
+    table: WeightTable
+    config: FamilyConfig | None = None
     head: nn.Module | None = None
     classifier_pooling: str = "cls"
     uses_token_types: bool = False
     checkpoint_prefixes: tuple[str, ...] = ("",)
     output_size: int | None = None  # per-token width when a projection follows the stack (Qwen3 `linear`)
 
+    def load_params(self, reader: WeightReader) -> dict:
+        """{"encoder": ..., "head": ...} in the modules' layout; raises ModelLoadError listing
+        the missing and the unused checkpoint tensors if the checkpoint does not match."""
+        return self.table.load(reader)
 
-def param_loader(load_encoder: Callable[[WeightReader, object], dict], cfg: object,
-                 load_head: Callable[[WeightReader], dict] | None = None) -> Callable[[WeightReader], dict]:
-    """The `load_params` most families need: their encoder's weights, then the head's if any."""
-
-    def load_params(reader: WeightReader) -> dict:
-        params = {"encoder": load_encoder(reader, cfg)}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
-
-    return load_params
+    def param_axes(self) -> dict:
+        """The logical axis names of every parameter, shaped like load_params' tree."""
+        return self.table.axes()

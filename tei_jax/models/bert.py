@@ -7,128 +7,119 @@ the tokenization step (ModelSpec.position_offset), so the module is the same.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import ModelSpec
-from ..errors import ModelLoadError
-from ..weights import WeightReader
-from .architecture import Architecture, param_loader
-from .heads import ClassificationHead, MaskedLMHead
-from .layers import ACTIVATIONS, Transformer, TransformerConfig
+from . import table
+from .architecture import Architecture
+from .fields import FamilyConfig, json_field
+from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
+                     Transformer, uniform)
+from .table import Axis, Tensor, WeightTable
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+# Heads and poolers a checkpoint may carry that another model kind runs.
+UNUSED_OK = ("pooler.", "/pooler.", "/cls.", "/classifier.", "/lm_head.")
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
-    cfg = spec.config
-    if cfg.get("position_embedding_type", "absolute") != "absolute":
-        raise ModelLoadError(
-            f"config.json: field 'position_embedding_type' = {cfg['position_embedding_type']!r} "
-            "is not supported (only 'absolute')"
+@dataclasses.dataclass(frozen=True)
+class BertConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    type_vocab_size: int = json_field("type_vocab_size", default=2)
+    max_positions: int = json_field("max_position_embeddings")
+    norm_eps: float = json_field("layer_norm_eps", default=1e-12)
+    activation: Activation = json_field("hidden_act", default="gelu")
+    position_embedding_type: str = json_field("position_embedding_type", default="absolute", allowed=("absolute",))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation),
+            variants=uniform(self.num_layers), norm=NormSpec(eps=self.norm_eps),
+            positions=PositionKind.ABSOLUTE, max_positions=self.max_positions,
+            type_vocab_size=self.type_vocab_size, dtype=dtype,
         )
-    if cfg.get("hidden_act", "gelu") not in ACTIVATIONS:
-        raise ModelLoadError(f"config.json: field 'hidden_act' = {cfg['hidden_act']!r} is not supported")
-    return TransformerConfig(
-        hidden_size=cfg["hidden_size"],
-        num_layers=cfg["num_hidden_layers"],
-        num_heads=cfg["num_attention_heads"],
-        intermediate_size=cfg["intermediate_size"],
-        vocab_size=cfg["vocab_size"],
-        type_vocab_size=cfg.get("type_vocab_size", 2),
-        max_positions=cfg["max_position_embeddings"],
-        norm_eps=cfg.get("layer_norm_eps", 1e-12),
-        hidden_act=cfg.get("hidden_act", "gelu"),
-        attention=attention,
-        dtype=dtype,
-    )
 
 
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    """BERT-layout encoder weights -> Transformer params (shared with other BERT-like files)."""
-    params = {
-        "embeddings": {
-            "word": reader.embedding("embeddings.word_embeddings"),
-            "position": reader.embedding("embeddings.position_embeddings"),
-            "norm": reader.norm("embeddings.LayerNorm"),
-        }
-    }
-    if cfg.type_vocab_size:
-        params["embeddings"]["token_type"] = reader.embedding("embeddings.token_type_embeddings")
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-        params[f"layer_{i}"] = {
-            "attention": {
-                "qkv": reader.fused_linear([p + "attention.self.query", p + "attention.self.key", p + "attention.self.value"]),
-                "out": reader.linear(p + "attention.output.dense"),
-            },
-            "attn_norm": reader.norm(p + "attention.output.LayerNorm"),
-            "mlp": {"up": reader.linear(p + "intermediate.dense"), "down": reader.linear(p + "output.dense")},
-            "mlp_norm": reader.norm(p + "output.LayerNorm"),
-        }
-    return params
+def embedding_entries(type_vocab_size: int) -> list[Tensor]:
+    """BERT-layout embeddings (shared with the other BERT-like families)."""
+    entries = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
+               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
+    if type_vocab_size:
+        entries += table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+    return entries
 
 
-def _classifier(spec: ModelSpec, cfg: TransformerConfig, roberta_like: bool):
+def layer_entries(cfg: BertConfig):
+    """One BERT layer's table, over the layer index {i}."""
+    h, d = cfg.num_heads, cfg.head_dim
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "encoder.layer.{i}."
+        return (table.qkv("attention", [p + "attention.self." + n for n in ("query", "key", "value")], h, h, d, True)
+                + table.attention_out("attention/out", p + "attention.output.dense", h, d, True)
+                + table.norm("attn_norm", p + "attention.output.LayerNorm")
+                + table.linear("mlp/up", p + "intermediate.dense", (Axis.EMBED, Axis.MLP))
+                + table.linear("mlp/down", p + "output.dense", (Axis.MLP, Axis.EMBED))
+                + table.norm("mlp_norm", p + "output.LayerNorm"))
+
+    return entries
+
+
+def _classifier(spec: ModelSpec, cfg: BertConfig, roberta_like: bool, dtype):
     hidden, labels = cfg.hidden_size, len(spec.id2label)
     if roberta_like:
         steps = (("dense", "dense", hidden, True), ("act", "tanh"), ("dense", "out_proj", None, True))
-
-        def load(reader: WeightReader) -> dict:
-            return {
-                "dense": reader.linear("classifier.dense", prefixed=False),
-                "out_proj": reader.linear("classifier.out_proj", prefixed=False),
-            }
+        entries = (table.linear("head/dense", "/classifier.dense", (Axis.EMBED, Axis.EMBED))
+                   + table.linear("head/out_proj", "/classifier.out_proj", (Axis.EMBED, Axis.LABELS)))
     else:
         steps = (("dense", "pooler", hidden, True), ("act", "tanh"), ("dense", "classifier", None, True))
-
-        def load(reader: WeightReader) -> dict:
-            return {
-                "pooler": reader.linear("pooler.dense"),
-                "classifier": reader.linear("classifier", prefixed=False),
-            }
-
-    return ClassificationHead(steps, labels, cfg.dtype), load
+        entries = (table.linear("head/pooler", "pooler.dense", (Axis.EMBED, Axis.EMBED))
+                   + table.linear("head/classifier", "/classifier", (Axis.EMBED, Axis.LABELS)))
+    return ClassificationHead(steps, labels, dtype), entries
 
 
-def _mlm_head(spec: ModelSpec, cfg: TransformerConfig, roberta_like: bool):
-    base = "lm_head." if roberta_like else "cls.predictions."
-    head = MaskedLMHead(
-        hidden_size=cfg.hidden_size,
-        vocab_size=cfg.vocab_size,
-        hidden_act="gelu" if roberta_like else cfg.hidden_act,
-        norm_eps=cfg.norm_eps,
-        dtype=cfg.dtype,
-    )
-
-    def load(reader: WeightReader) -> dict:
-        decoder = base + "decoder.weight"
-        return {
-            "transform": reader.linear(base + ("dense" if roberta_like else "transform.dense"), prefixed=False),
-            "norm": reader.norm(base + ("layer_norm" if roberta_like else "transform.LayerNorm"), prefixed=False),
-            "decoder": reader.get(decoder, prefixed=False) if reader.has(decoder, prefixed=False)
-            else reader.get("embeddings.word_embeddings.weight"),
-            "bias": reader.get(base + "bias", prefixed=False) if reader.has(base + "bias", prefixed=False)
-            else reader.get(base + "decoder.bias", prefixed=False),
-        }
-
-    return head, load
+def _mlm_head(cfg: BertConfig, roberta_like: bool, dtype):
+    head = MaskedLMHead(hidden_size=cfg.hidden_size, vocab_size=cfg.vocab_size,
+                        hidden_act=Activation.GELU if roberta_like else cfg.activation,
+                        norm_eps=cfg.norm_eps, dtype=dtype)
+    if roberta_like:
+        entries = masked_lm_entries("/lm_head.dense", "/lm_head.layer_norm",
+                                    "/lm_head.decoder.weight|embeddings.word_embeddings.weight",
+                                    "/lm_head.bias|/lm_head.decoder.bias")
+    else:
+        entries = masked_lm_entries("/cls.predictions.transform.dense", "/cls.predictions.transform.LayerNorm",
+                                    "/cls.predictions.decoder.weight|embeddings.word_embeddings.weight",
+                                    "/cls.predictions.bias|/cls.predictions.decoder.bias")
+    return head, entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """The BERT-family Architecture for a spec (embedding, classifier, reranker or SPLADE)."""
-    cfg = transformer_config(spec, dtype, attention)
+    cfg = BertConfig.parse(spec.config)
+    stack = cfg.stack(dtype, attention)
     roberta_like = spec.model_type in _ROBERTA_LIKE
-    head = load_head = None
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
-        head, load_head = _classifier(spec, cfg, roberta_like)
+        head, head_entries = _classifier(spec, cfg, roberta_like, dtype)
     elif spec.pooling == "splade":
-        head, load_head = _mlm_head(spec, cfg, roberta_like)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+        head, head_entries = _mlm_head(cfg, roberta_like, dtype)
+    weights = WeightTable(embedding_entries(cfg.type_vocab_size) + head_entries, layer_entries(cfg),
+                          stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg),
-        load_params=load_params,
-        head=head,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=bool(cfg.type_vocab_size),
         checkpoint_prefixes=("roberta.",) if roberta_like else ("bert.",),
     )

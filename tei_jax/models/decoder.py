@@ -5,7 +5,8 @@ The three share one pre-norm RMSNorm stack with rotary positions, grouped-query 
 a gated SiLU MLP under the same checkpoint names, so they are one module with per-family facts
 as data: which projections carry biases, Qwen3's per-head q/k norms and its optional output
 projection. The embedding is usually the last token's state, which right padding leaves exact:
-a causal query never sees the padding after it.
+a causal query never sees the padding after it. Sliding-window layers differ from the others
+only in their window, so the stack scans each run of like layers.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ import flax.linen as nn
 
 from ..config import ModelSpec, is_remote_qwen2
 from ..errors import ModelLoadError
-from ..weights import WeightReader
+from . import table
 from .architecture import Architecture
-from .heads import ClassificationHead, checkpoint_names
-from .layers import ACTIVATIONS, Transformer, TransformerConfig, dense
+from .fields import FamilyConfig, derived, json_field
+from .heads import ClassificationHead
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
+                     QKNorm, RotarySpec, StackSpec, Transformer, dense)
+from .table import Axis, Tensor, WeightTable
 
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("mistral", "qwen2", "qwen3")
+UNUSED_OK = ("/lm_head.", "/score.", "/linear.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,48 @@ FAMILIES = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    num_kv_heads: int | None = json_field("num_key_value_heads", default=None)
+    head_dim: int | None = json_field("head_dim", default=None)
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    norm_eps: float = json_field("rms_norm_eps", default=1e-6)
+    activation: Activation = json_field("hidden_act", default="silu")
+    attention_bias: bool = json_field("attention_bias", default=False)
+    partial_rotary_factor: float = json_field("partial_rotary_factor", default=1.0, allowed=(1.0,))
+    rope_theta: float = derived()
+    causal: bool = derived()
+    local_layers: tuple[int, ...] = derived()  # layers with a sliding window
+    local_window: int = derived()  # there a token sees keys at most this many positions away
+    family: DecoderFamily = derived()
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        f = self.family
+        local = LayerVariant(window=self.local_window)
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(
+                self.num_heads, self.dim_per_head, kv_heads=self.num_kv_heads or self.num_heads,
+                qkv_bias=self.attention_bias if f.qkv_bias is None else f.qkv_bias,
+                out_bias=self.attention_bias if f.out_bias is None else f.out_bias,
+                causal=self.causal, qk_norm=QKNorm.PER_HEAD if f.qk_norm else QKNorm.NONE,
+                implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation, MLPKind.GATED, bias=False, out_bias=False),
+            variants=tuple(local if i in self.local_layers else LayerVariant() for i in range(self.num_layers)),
+            norm=NormSpec(NormKind.RMS, self.norm_eps, bias=False), positions=PositionKind.ROTARY,
+            prenorm=True, embedding_norm=False, final_norm=True,
+            rotary=RotarySpec(self.dim_per_head, self.rope_theta), dtype=dtype,
+        )
+
+
 def rope_theta(config: dict) -> float:
     """rope_theta (older configs) or rope_parameters.rope_theta (transformers 5); scaled
     variants are refused by name rather than run with the wrong frequencies."""
@@ -56,10 +103,6 @@ def rope_theta(config: dict) -> float:
     if params.get("rope_type", "default") != "default":
         raise ModelLoadError(
             f"config.json: field 'rope_parameters.rope_type' = {params['rope_type']!r} is not supported"
-        )
-    if config.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ModelLoadError(
-            f"config.json: field 'partial_rotary_factor' = {config['partial_rotary_factor']!r} is not supported"
         )
     return float(config.get("rope_theta") or params.get("rope_theta") or 10000.0)
 
@@ -96,65 +139,34 @@ def sliding_layers(spec: ModelSpec, family: DecoderFamily, num_layers: int) -> t
     return layers, int(window)
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
+def parse_config(spec: ModelSpec) -> DecoderConfig:
     config = spec.config
     family = FAMILIES[spec.model_type]
-    act = config.get("hidden_act", "silu")
-    if act not in ACTIVATIONS:
-        raise ModelLoadError(f"config.json: field 'hidden_act' = {act!r} is not supported")
-    attention_bias = bool(config.get("attention_bias", False))
     causal = is_causal(spec)
-    layers = int(config["num_hidden_layers"])
-    window_layers, window = sliding_layers(spec, family, layers)
+    layers = config.get("num_hidden_layers")
+    window_layers, window = sliding_layers(spec, family, int(layers)) if isinstance(layers, int) else ((), 0)
     if window and not causal:
         raise ModelLoadError(
             "config.json: field 'sliding_window' is set on a bidirectional model, which transformers "
             "does not define"
         )
-    return TransformerConfig(
-        hidden_size=config["hidden_size"],
-        num_layers=layers,
-        num_heads=config["num_attention_heads"],
-        num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
-        head_dim=config.get("head_dim"),
-        intermediate_size=config["intermediate_size"],
-        vocab_size=config["vocab_size"],
-        type_vocab_size=0,
-        norm="rmsnorm",
-        norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
-        prenorm=True,
-        embedding_norm=False,
-        final_norm=True,
-        qkv_bias=attention_bias if family.qkv_bias is None else family.qkv_bias,
-        out_bias=attention_bias if family.out_bias is None else family.out_bias,
-        mlp_bias=False,
-        mlp="gated",
-        hidden_act=act,
-        positions="rotary",
-        rope_theta=rope_theta(config),
-        causal=causal,
-        qk_norm=family.qk_norm,
-        # transformers' window keeps keys with query - key < window; with the causal mask,
-        # that is the layers' symmetric |query - key| <= window - 1.
-        local_layers=window_layers,
-        local_window=max(window - 1, 0),
-        attention=attention,
-        dtype=dtype,
-    )
+    # transformers' window keeps keys with query - key < window; with the causal mask, that is
+    # the layers' symmetric |query - key| <= window - 1.
+    return DecoderConfig.parse(config, rope_theta=rope_theta(config), causal=causal, local_layers=window_layers,
+                               local_window=max(window - 1, 0), family=family)
 
 
 class DecoderEncoder(nn.Module):
     """The decoder stack, then (Qwen3, voyage-4-nano) a bias-free projection of every token."""
 
-    cfg: TransformerConfig
+    spec: StackSpec
     projection_size: int | None = None
 
     @nn.compact
     def __call__(self, input_ids, type_ids, position_ids, segment_ids):
-        hidden = Transformer(self.cfg, name="transformer")(input_ids, type_ids, position_ids, segment_ids)
+        hidden = Transformer(self.spec, name="transformer")(input_ids, type_ids, position_ids, segment_ids)
         if self.projection_size:
-            hidden = dense(self.projection_size, False, self.cfg.dtype, "projection")(hidden)
+            hidden = dense(self.projection_size, False, self.spec.dtype, "projection")(hidden)
         return hidden
 
 
@@ -164,61 +176,52 @@ def projection_size(spec: ModelSpec, family: DecoderFamily) -> int | None:
     labels = spec.config.get("num_labels")
     if not family.projection or spec.kind != "embedding" or not isinstance(labels, int):
         return None
-    if "linear.weight" not in checkpoint_names(spec):
+    if "linear.weight" not in spec.tensor_names:
         log.warning("config.json sets num_labels but the checkpoint has no linear.weight: no projection")
         return None
     return labels
 
 
-def load_stack(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    """Checkpoint names (after an optional `model.` prefix) -> Transformer params."""
-    params = {"embeddings": {"word": reader.embedding("embed_tokens")}, "final_norm": reader.norm("norm", bias=False)}
-    for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        attention = {
-            "qkv": reader.fused_linear([p + f"self_attn.{n}_proj" for n in "qkv"], bias=cfg.qkv_bias),
-            "out": reader.linear(p + "self_attn.o_proj", bias=cfg.out_bias),
-        }
-        if cfg.qk_norm:
-            attention["q_norm"] = reader.norm(p + "self_attn.q_norm", bias=False)
-            attention["k_norm"] = reader.norm(p + "self_attn.k_norm", bias=False)
-        params[f"layer_{i}"] = {
-            "attention": attention,
-            "attn_norm": reader.norm(p + "input_layernorm", bias=False),
-            "mlp": {
-                "gate_up": reader.fused_linear([p + "mlp.gate_proj", p + "mlp.up_proj"], bias=False),
-                "down": reader.linear(p + "mlp.down_proj", bias=False),
-            },
-            "mlp_norm": reader.norm(p + "post_attention_layernorm", bias=False),
-        }
-    return params
+def layer_entries(cfg: DecoderConfig, stack: StackSpec):
+    a = stack.attention
+    h, kvh, d = a.heads, a.num_kv_heads, a.head_dim
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "layers.{i}."
+        out = (table.qkv("attention", [p + f"self_attn.{n}_proj" for n in "qkv"], h, kvh, d, a.qkv_bias)
+               + table.attention_out("attention/out", p + "self_attn.o_proj", h, d, a.out_bias)
+               + table.norm("attn_norm", p + "input_layernorm", bias=False)
+               + table.linear("mlp/gate", p + "mlp.gate_proj", (Axis.EMBED, Axis.MLP), bias=False)
+               + table.linear("mlp/up", p + "mlp.up_proj", (Axis.EMBED, Axis.MLP), bias=False)
+               + table.linear("mlp/down", p + "mlp.down_proj", (Axis.MLP, Axis.EMBED), bias=False)
+               + table.norm("mlp_norm", p + "post_attention_layernorm", bias=False))
+        if a.qk_norm is QKNorm.PER_HEAD:
+            out += (table.norm("attention/q_norm", p + "self_attn.q_norm", Axis.HEAD_DIM, bias=False)
+                    + table.norm("attention/k_norm", p + "self_attn.k_norm", Axis.HEAD_DIM, bias=False))
+        return out
+
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """The decoder Architecture: an embedder (any pooling, usually last_token) or a
     *ForSequenceClassification scorer (the bias-free `score` head on the last token)."""
-    family = FAMILIES[spec.model_type]
-    cfg = transformer_config(spec, dtype, attention)
-    projection = projection_size(spec, family)
-    head = None
+    cfg = parse_config(spec)
+    stack = cfg.stack(dtype, attention)
+    projection = projection_size(spec, cfg.family)
+    head, entries = None, [
+        *table.embedding("encoder/transformer/embeddings/word", "embed_tokens", Axis.VOCAB),
+        *table.norm("encoder/transformer/final_norm", "norm", bias=False),
+    ]
+    if projection:
+        entries += table.linear("encoder/projection", "/linear", (Axis.EMBED, Axis.LABELS), bias=False)
     if spec.kind in ("classifier", "reranker"):
         head = ClassificationHead((("dense", "score", None, False),), len(spec.id2label), dtype)
-
-    def load_params(reader: WeightReader) -> dict:
-        encoder = {"transformer": load_stack(reader, cfg)}
-        if projection:
-            encoder["projection"] = reader.linear("linear", bias=False, prefixed=False)
-        params = {"encoder": encoder}
-        if head is not None:
-            params["head"] = {"score": reader.linear("score", bias=False, prefixed=False)}
-        return params
-
+        entries += table.linear("head/score", "/score", (Axis.EMBED, Axis.LABELS), bias=False)
+    weights = WeightTable(entries, layer_entries(cfg, stack), stack.variants, stack_path="encoder/transformer",
+                          unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=DecoderEncoder(cfg, projection),
-        load_params=load_params,
-        head=head,
-        classifier_pooling="last_token",
-        uses_token_types=False,
-        checkpoint_prefixes=("model.",),
+        encoder=DecoderEncoder(stack, projection), table=weights, config=cfg, head=head,
+        classifier_pooling="last_token", uses_token_types=False, checkpoint_prefixes=("model.",),
         output_size=projection,
     )

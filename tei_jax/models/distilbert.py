@@ -2,79 +2,83 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import ModelSpec
-from ..errors import ModelLoadError
-from ..weights import WeightReader
+from . import table
 from .architecture import Architecture
-from .heads import ClassificationHead, MaskedLMHead
-from .layers import ACTIVATIONS, Transformer, TransformerConfig
+from .fields import FamilyConfig, json_field
+from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
+                     Transformer, uniform)
+from .table import Axis, Tensor, WeightTable
 
 MODEL_TYPES = ("distilbert",)
+NORM_EPS = 1e-12  # fixed in DistilBERT's code, not in its config
+UNUSED_OK = ("/pre_classifier.", "/classifier.", "/vocab_transform.", "/vocab_layer_norm.", "/vocab_projector.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertConfig(FamilyConfig):
+    hidden_size: int = json_field("dim")
+    num_layers: int = json_field("n_layers")
+    num_heads: int = json_field("n_heads")
+    intermediate_size: int = json_field("hidden_dim")
+    vocab_size: int = json_field("vocab_size")
+    max_positions: int = json_field("max_position_embeddings")
+    activation: Activation = json_field("activation", default="gelu")
+    sinusoidal_pos_embds: bool = json_field("sinusoidal_pos_embds", default=False, allowed=(False,))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation), variants=uniform(self.num_layers),
+            norm=NormSpec(eps=NORM_EPS), positions=PositionKind.ABSOLUTE, max_positions=self.max_positions,
+            dtype=dtype,
+        )
+
+
+def layer_entries(cfg: DistilBertConfig):
+    h, d = cfg.num_heads, cfg.head_dim
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "transformer.layer.{i}."
+        return (table.qkv("attention", [p + f"attention.{n}_lin" for n in "qkv"], h, h, d, True)
+                + table.attention_out("attention/out", p + "attention.out_lin", h, d, True)
+                + table.norm("attn_norm", p + "sa_layer_norm")
+                + table.linear("mlp/up", p + "ffn.lin1", (Axis.EMBED, Axis.MLP))
+                + table.linear("mlp/down", p + "ffn.lin2", (Axis.MLP, Axis.EMBED))
+                + table.norm("mlp_norm", p + "output_layer_norm"))
+
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
-    c = spec.config
-    act = c.get("activation", "gelu")
-    if act not in ACTIVATIONS:
-        raise ModelLoadError(f"config.json: field 'activation' = {act!r} is not supported")
-    if c.get("sinusoidal_pos_embds"):
-        raise ModelLoadError("config.json: field 'sinusoidal_pos_embds' = true is not supported")
-    cfg = TransformerConfig(
-        hidden_size=c["dim"], num_layers=c["n_layers"], num_heads=c["n_heads"],
-        intermediate_size=c["hidden_dim"], vocab_size=c["vocab_size"], type_vocab_size=0,
-        max_positions=c["max_position_embeddings"], norm_eps=1e-12, hidden_act=act,
-        attention=attention, dtype=dtype,
-    )
-    head = load_head = None
+    cfg = DistilBertConfig.parse(spec.config)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
         head = ClassificationHead(
             (("dense", "pre_classifier", cfg.hidden_size, True), ("act", "relu"), ("dense", "classifier", None, True)),
             len(spec.id2label), dtype,
         )
-
-        def load_head(reader: WeightReader) -> dict:
-            return {
-                "pre_classifier": reader.linear("pre_classifier", prefixed=False),
-                "classifier": reader.linear("classifier", prefixed=False),
-            }
+        head_entries = (table.linear("head/pre_classifier", "/pre_classifier", (Axis.EMBED, Axis.EMBED))
+                        + table.linear("head/classifier", "/classifier", (Axis.EMBED, Axis.LABELS)))
     elif spec.pooling == "splade":
-        head = MaskedLMHead(cfg.hidden_size, cfg.vocab_size, act, 1e-12, dtype=dtype)
-
-        def load_head(reader: WeightReader) -> dict:
-            projector = "vocab_projector.weight"
-            return {
-                "transform": reader.linear("vocab_transform", prefixed=False),
-                "norm": reader.norm("vocab_layer_norm", prefixed=False),
-                "decoder": reader.get(projector, prefixed=False) if reader.has(projector, prefixed=False)
-                else reader.get("embeddings.word_embeddings.weight"),
-                "bias": reader.get("vocab_projector.bias", prefixed=False),
-            }
-
-    def load_params(reader: WeightReader) -> dict:
-        encoder = {
-            "embeddings": {
-                "word": reader.embedding("embeddings.word_embeddings"),
-                "position": reader.embedding("embeddings.position_embeddings"),
-                "norm": reader.norm("embeddings.LayerNorm"),
-            }
-        }
-        for i in range(cfg.num_layers):
-            p = f"transformer.layer.{i}."
-            encoder[f"layer_{i}"] = {
-                "attention": {
-                    "qkv": reader.fused_linear([p + "attention.q_lin", p + "attention.k_lin", p + "attention.v_lin"]),
-                    "out": reader.linear(p + "attention.out_lin"),
-                },
-                "attn_norm": reader.norm(p + "sa_layer_norm"),
-                "mlp": {"up": reader.linear(p + "ffn.lin1"), "down": reader.linear(p + "ffn.lin2")},
-                "mlp_norm": reader.norm(p + "output_layer_norm"),
-            }
-        params = {"encoder": encoder}
-        if load_head is not None:
-            params["head"] = load_head(reader)
-        return params
-
+        head = MaskedLMHead(cfg.hidden_size, cfg.vocab_size, cfg.activation, NORM_EPS, dtype=dtype)
+        head_entries = masked_lm_entries("/vocab_transform", "/vocab_layer_norm",
+                                         "/vocab_projector.weight|embeddings.word_embeddings.weight",
+                                         "/vocab_projector.bias")
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
+               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=False, checkpoint_prefixes=("distilbert.",),
     )

@@ -8,92 +8,114 @@ layer_norm_type) and transformers' native `gte` (rope_parameters). Checkpoints a
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from ..weights import WeightReader
-from . import fields
-from .architecture import Architecture, param_loader
+from . import fields, table
+from .architecture import Architecture
+from .fields import FamilyConfig, derived, json_field
 from .heads import pooler_classifier
-from .layers import Transformer, TransformerConfig
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
+                     RopeScaling, RotarySpec, StackSpec, Transformer, uniform)
+from .table import Axis, Tensor, WeightTable
 
 PREFIXES = ("new.", "gte.")  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("new", "gte")
-_NORMS = {"layer_norm": "layernorm", "rms_norm": "rmsnorm"}
+UNUSED_OK = ("pooler.", "/pooler.", "/classifier.")
+_NORMS = {"layer_norm": NormKind.LAYER, "rms_norm": NormKind.RMS}
 
 
-def _rope_options(c: dict) -> dict:
+@dataclasses.dataclass(frozen=True)
+class GteConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    type_vocab_size: int = json_field("type_vocab_size", default=0)
+    norm_eps: float = json_field("layer_norm_eps", default=1e-12)
+    layer_norm_type: str = json_field("layer_norm_type", default="layer_norm", allowed=tuple(_NORMS))
+    activation: Activation = json_field("hidden_act", default="gelu")
+    position_embedding_type: str = json_field("position_embedding_type", default="rope", allowed=("rope",))
+    logn_attention_scale: bool = json_field("logn_attention_scale", default=False, allowed=(False,))
+    logn_attention_clip1: bool = json_field("logn_attention_clip1", default=False, allowed=(False,))
+    rotary: RotarySpec = derived()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def norm(self) -> NormSpec:
+        kind = _NORMS[self.layer_norm_type]
+        return NormSpec(kind, self.norm_eps, bias=kind is NormKind.LAYER)
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation, MLPKind.GATED, bias=False, out_bias=True),
+            variants=uniform(self.num_layers), norm=self.norm, positions=PositionKind.ROTARY,
+            type_vocab_size=self.type_vocab_size, rotary=self.rotary, dtype=dtype,
+        )
+
+
+def _rotary(c: dict, head_dim: int) -> RotarySpec:
     """rope_theta and the NTK scaling of a `new` config, or the plain rope of a `gte` one."""
     if "rope_parameters" in c and "rope_theta" not in c:
         fields.default_rope(c)
-        return dict(rope_theta=float(fields.nested(c, "rope_parameters.rope_theta")))
+        return RotarySpec(head_dim, float(fields.nested(c, "rope_parameters.rope_theta")))
     scaling = c.get("rope_scaling")
-    options = dict(rope_theta=float(fields.value(c, "rope_theta", default=10000.0)))
+    theta = float(fields.value(c, "rope_theta", default=10000.0))
     if scaling is None:
-        return options
+        return RotarySpec(head_dim, theta)
     kind = (scaling.get("type") or scaling.get("rope_type")) if isinstance(scaling, dict) else None
     if kind != "ntk":
         raise fields.unsupported("rope_scaling", scaling, "only {'type': 'ntk', 'factor': ...}")
     mixed_b = scaling.get("mixed_b")
-    return dict(options, rope_scaling="ntk", rope_factor=float(fields.nested(c, "rope_scaling.factor")),
-                rope_mixed_b=None if mixed_b is None else float(mixed_b))
+    return RotarySpec(head_dim, theta, scaling=RopeScaling.NTK, factor=float(fields.nested(c, "rope_scaling.factor")),
+                      mixed_b=None if mixed_b is None else float(mixed_b))
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
+def parse_config(spec: ModelSpec) -> GteConfig:
     c = spec.config
-    fields.require(c, "position_embedding_type", ("rope",), default="rope")
-    fields.require(c, "logn_attention_scale", (False,), default=False)
-    fields.require(c, "logn_attention_clip1", (False,), default=False)
-    norm = _NORMS[fields.require(c, "layer_norm_type", tuple(_NORMS), default="layer_norm")]
-    return TransformerConfig(
-        hidden_size=int(c["hidden_size"]), num_layers=int(c["num_hidden_layers"]),
-        num_heads=int(c["num_attention_heads"]), intermediate_size=int(c["intermediate_size"]),
-        vocab_size=int(c["vocab_size"]), type_vocab_size=int(c.get("type_vocab_size", 0) or 0),
-        norm=norm, norm_eps=float(c.get("layer_norm_eps", 1e-12)), norm_bias=norm == "layernorm",
-        mlp="gated", mlp_bias=False, mlp_out_bias=True,
-        hidden_act=fields.activation_name("hidden_act", c.get("hidden_act", "gelu")),
-        positions="rotary", attention=attention, dtype=dtype, **_rope_options(c),
-    )
+    head_dim = int(fields.value(c, "hidden_size")) // int(fields.value(c, "num_attention_heads"))
+    cfg = GteConfig.parse(c, rotary=RotarySpec(head_dim))  # field checks first, then the rope
+    return dataclasses.replace(cfg, rotary=_rotary(c, head_dim))
 
 
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    norm_bias = cfg.norm_bias
-    embeddings = {
-        "word": reader.embedding("embeddings.word_embeddings"),
-        "norm": reader.norm("embeddings.LayerNorm", norm_bias),
-    }
-    if cfg.type_vocab_size:
-        embeddings["token_type"] = reader.embedding("embeddings.token_type_embeddings")
-    params = {"embeddings": embeddings}
-    width = cfg.intermediate_size
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-        up_gate = reader.get(p + "mlp.up_gate_proj.weight")  # rows: [up | gate]
-        params[f"layer_{i}"] = {
-            "attention": {"qkv": reader.linear(p + "attention.qkv_proj"), "out": reader.linear(p + "attention.o_proj")},
-            "attn_norm": reader.norm(p + "attn_ln", norm_bias),
-            "mlp": {
-                "gate_up": {"kernel": np.ascontiguousarray(np.concatenate([up_gate[width:], up_gate[:width]]).T)},
-                "down": reader.linear(p + "mlp.down_proj"),
-            },
-            "mlp_norm": reader.norm(p + "mlp_ln", norm_bias),
-        }
-    return params
+def layer_entries(cfg: GteConfig):
+    h, d, bias = cfg.num_heads, cfg.head_dim, cfg.norm.bias
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "encoder.layer.{i}."
+        return (table.qkv("attention", p + "attention.qkv_proj", h, h, d, True)
+                + table.attention_out("attention/out", p + "attention.o_proj", h, d, True)
+                + table.norm("attn_norm", p + "attn_ln", bias=bias)
+                # up_gate_proj rows: [up | gate]
+                + table.gate_up("mlp", p + "mlp.up_gate_proj", cfg.intermediate_size, bias=False, gate_first=False)
+                + table.linear("mlp/down", p + "mlp.down_proj", (Axis.MLP, Axis.EMBED))
+                + table.norm("mlp_norm", p + "mlp_ln", bias=bias))
+
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """GTE embeddings, or its classifier/reranker (gte-multilingual-reranker-base)."""
     if spec.pooling == "splade":
         raise ModelLoadError("config.json: field 'architectures': GTE has no masked-LM head for SPLADE here")
-    cfg = transformer_config(spec, dtype, attention)
-    head = load_head = None
+    cfg = parse_config(spec)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
-        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+        head, head_entries = pooler_classifier(spec, cfg.hidden_size, dtype, PREFIXES)
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm", bias=cfg.norm.bias))
+    if cfg.type_vocab_size:
+        encoder += table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=cfg.type_vocab_size > 1, checkpoint_prefixes=PREFIXES,
     )

@@ -6,15 +6,15 @@ describes its head as data (a tuple of steps) rather than as a new class.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-from safetensors import safe_open
 
 from ..config import ModelSpec
-from ..weights import WeightReader, safetensors_files
-from .layers import CHECKPOINT_ONLY, Norm, activation, dense
+from . import table
+from .layers import CHECKPOINT_ONLY, Activation, Norm, NormKind, activation, dense
+from .table import Axis, Tensor
 
 # A step is ("dense", name, features or None for num_labels, use_bias), ("act", name) or
 # ("norm", name, kind, eps, use_bias).
@@ -50,12 +50,13 @@ class MaskedLMHead(nn.Module):
 
     hidden_size: int
     vocab_size: int
-    hidden_act: str
+    hidden_act: Activation
     norm_eps: float
-    norm_kind: str = "layernorm"
+    norm_kind: NormKind = NormKind.LAYER
     transform_bias: bool = True
     dtype: jnp.dtype = jnp.float32
     norm_bias: bool = True
+    output_bias: bool = True  # False: a decoder without bias (ModernBERT decoder_bias=false)
 
     @nn.compact
     def __call__(self, hidden):
@@ -63,8 +64,10 @@ class MaskedLMHead(nn.Module):
         x = activation(self.hidden_act)(x)
         x = Norm(self.norm_kind, self.norm_eps, self.norm_bias, self.dtype, name="norm")(x)
         decoder = self.param("decoder", CHECKPOINT_ONLY, (self.vocab_size, self.hidden_size), self.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), self.dtype)
         logits = jnp.einsum("...d,vd->...v", x, decoder, preferred_element_type=jnp.float32)
+        if not self.output_bias:
+            return logits
+        bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), self.dtype)
         return logits + bias.astype(jnp.float32)
 
 
@@ -83,32 +86,28 @@ class DenseStack(nn.Module):
         return x
 
 
-def checkpoint_names(spec: ModelSpec) -> set[str]:
-    """Every tensor name in the checkpoint, from the safetensors headers alone (no data read):
-    lets a family pick the head the checkpoint actually carries before its weights load."""
-    names: set[str] = set()
-    for path in safetensors_files(spec.model_dir):
-        with safe_open(str(path), framework="numpy") as handle:
-            names.update(handle.keys())
-    return names
-
-
-def pooler_classifier(
-    spec: ModelSpec, hidden_size: int, dtype, prefixes: Sequence[str]
-) -> tuple[ClassificationHead, Callable[[WeightReader], dict]]:
+def pooler_classifier(spec: ModelSpec, hidden_size: int, dtype,
+                      prefixes: Sequence[str]) -> tuple[ClassificationHead, list[Tensor]]:
     """BERT-style classifier on the first token, as TEI builds it for JinaBERT and GTE (and
     transformers' NomicBertForSequenceClassification): tanh(pooler.dense(x)) when the
     checkpoint has the (prefixed) pooler, TEI making it optional, then a root `classifier`."""
-    names = checkpoint_names(spec)
+    names = spec.tensor_names
     pooled = any(f"{prefix}pooler.dense.weight" in names for prefix in (*prefixes, ""))
     steps: tuple = (("dense", "classifier", None, True),)
+    entries = table.linear("head/classifier", "/classifier", (Axis.EMBED, Axis.LABELS))
     if pooled:
         steps = (("dense", "pooler", hidden_size, True), ("act", "tanh")) + steps
+        entries += table.linear("head/pooler", "pooler.dense", (Axis.EMBED, Axis.EMBED))
+    return ClassificationHead(steps, len(spec.id2label), dtype), entries
 
-    def load(reader: WeightReader) -> dict:
-        params = {"classifier": reader.linear("classifier", prefixed=False)}
-        if pooled:
-            params["pooler"] = reader.linear("pooler.dense")
-        return params
 
-    return ClassificationHead(steps, len(spec.id2label), dtype), load
+def masked_lm_entries(transform: str, norm: str, decoder: str, bias: str | None,
+                      transform_bias: bool = True, norm_bias: bool = True) -> list[Tensor]:
+    """The MaskedLMHead's table: names of its transform, norm, decoder (often "a|b": the
+    head's own, else the tied word embeddings) and output bias (None: none in the checkpoint)."""
+    entries = (table.linear("head/transform", transform, (Axis.EMBED, Axis.EMBED), transform_bias)
+               + table.norm("head/norm", norm, bias=norm_bias)
+               + [Tensor("head/decoder", (Axis.VOCAB, Axis.EMBED), (decoder,))])
+    if bias is not None:
+        entries.append(Tensor("head/bias", (Axis.VOCAB,), (bias,)))
+    return entries

@@ -9,21 +9,24 @@ the layer input (layer_norm_1), and names its MLP up_gated_layer (value first) /
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from ..weights import WeightReader
-from . import fields
-from .architecture import Architecture, param_loader
+from . import table
+from .architecture import Architecture
+from .fields import FamilyConfig, derived, json_field
 from .heads import pooler_classifier
-from .layers import Transformer, TransformerConfig
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormSpec, PositionKind, QKNorm,
+                     StackSpec, Transformer, uniform)
+from .table import Axis, Tensor, WeightTable
 
 PREFIXES = ("bert.",)  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("bert",)
+UNUSED_OK = ("pooler.", "/pooler.", "/classifier.", "/cls.")
 IMPLEMENTATION = "jinaai/jina-bert-implementation"
 QK_POST_NORM = "jinaai/jina-bert-v2-qk-post-norm"
-_GLU_ACTIVATIONS = {"geglu": "gelu", "reglu": "relu"}
+_GLU_ACTIVATIONS = {"geglu": Activation.GELU, "reglu": Activation.RELU}
 
 
 def _remote_code(spec: ModelSpec) -> str | None:
@@ -42,74 +45,94 @@ def matches(spec: ModelSpec) -> bool:
     return spec.model_type == "bert" and _remote_code(spec) is not None
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
-    c = spec.config
-    positions = fields.require(c, "position_embedding_type", ("alibi", "absolute"), default="absolute")
-    glu = fields.require(c, "feed_forward_type", tuple(_GLU_ACTIVATIONS), default="geglu")
-    qk_post_norm = _remote_code(spec) == QK_POST_NORM
-    return TransformerConfig(
-        hidden_size=int(c["hidden_size"]), num_layers=int(c["num_hidden_layers"]),
-        num_heads=int(c["num_attention_heads"]), intermediate_size=int(c["intermediate_size"]),
-        vocab_size=int(c["vocab_size"]), type_vocab_size=int(c.get("type_vocab_size", 2)),
-        max_positions=int(c.get("max_position_embeddings", 0)),
-        norm_eps=float(c.get("layer_norm_eps", 1e-12)),
-        positions="alibi" if positions == "alibi" else "learned",
-        mlp="gated", mlp_bias=False, mlp_out_bias=True, hidden_act=_GLU_ACTIVATIONS[glu],
-        qk_layernorm=qk_post_norm, attn_renorm=qk_post_norm,
-        attention=attention, dtype=dtype,
-    )
+@dataclasses.dataclass(frozen=True)
+class JinaConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    type_vocab_size: int = json_field("type_vocab_size", default=2)
+    max_positions: int = json_field("max_position_embeddings", default=0)
+    norm_eps: float = json_field("layer_norm_eps", default=1e-12)
+    position_embedding_type: str = json_field("position_embedding_type", default="absolute",
+                                              allowed=("alibi", "absolute"))
+    feed_forward_type: str = json_field("feed_forward_type", default="geglu", allowed=tuple(_GLU_ACTIVATIONS))
+    qk_post_norm: bool = derived()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def alibi(self) -> bool:
+        return self.position_embedding_type == "alibi"
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, implementation=attention,
+                                    qk_norm=QKNorm.FULL_WIDTH if self.qk_post_norm else QKNorm.NONE),
+            mlp=MLPSpec(self.intermediate_size, _GLU_ACTIVATIONS[self.feed_forward_type], MLPKind.GATED,
+                        bias=False, out_bias=True),
+            variants=uniform(self.num_layers), norm=NormSpec(eps=self.norm_eps),
+            positions=PositionKind.ALIBI if self.alibi else PositionKind.ABSOLUTE,
+            max_positions=self.max_positions, type_vocab_size=self.type_vocab_size,
+            attn_renorm=self.qk_post_norm, dtype=dtype,
+        )
 
 
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    embeddings = {
-        "word": reader.embedding("embeddings.word_embeddings"),
-        "token_type": reader.embedding("embeddings.token_type_embeddings"),
-        "norm": reader.norm("embeddings.LayerNorm"),
-    }
-    if cfg.positions == "learned":
-        embeddings["position"] = reader.embedding("embeddings.position_embeddings")
-    params = {"embeddings": embeddings}
-    width = cfg.intermediate_size
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-        attention = {
-            "qkv": reader.fused_linear([p + "attention.self.query", p + "attention.self.key", p + "attention.self.value"]),
-            "out": reader.linear(p + "attention.output.dense"),
-        }
-        layer = {"attention": attention, "attn_norm": reader.norm(p + "attention.output.LayerNorm")}
-        if cfg.qk_layernorm:
-            attention["q_layernorm"] = reader.norm(p + "attention.self.layer_norm_q")
-            attention["k_layernorm"] = reader.norm(p + "attention.self.layer_norm_k")
-            value_gate = reader.get(p + "mlp.up_gated_layer.weight")  # rows: [value | gate]
-            layer["attn_renorm"] = reader.norm(p + "layer_norm_1")
-            layer["mlp"] = {
-                "gate_up": {"kernel": np.ascontiguousarray(np.concatenate([value_gate[width:], value_gate[:width]]).T)},
-                "down": reader.linear(p + "mlp.down_layer"),
-            }
-            layer["mlp_norm"] = reader.norm(p + "layer_norm_2")
-        else:  # gated_layers rows: [gate | value], our layout
-            layer["mlp"] = {"gate_up": reader.linear(p + "mlp.gated_layers", bias=False), "down": reader.linear(p + "mlp.wo")}
-            layer["mlp_norm"] = reader.norm(p + "mlp.layernorm")
-        params[f"layer_{i}"] = layer
-    return params
+def _full_width_norm(path: str, name: str, heads: int, head_dim: int) -> list[Tensor]:
+    """A LayerNorm over q's (or k's) full width [heads * head_dim], kept as [heads, head_dim]."""
+    return [Tensor(f"{path}/{ours}", (Axis.HEADS, Axis.HEAD_DIM), (f"{name}.{theirs}",), table.reshaped(heads, head_dim))
+            for ours, theirs in (("scale", "weight"), ("bias", "bias"))]
+
+
+def layer_entries(cfg: JinaConfig):
+    h, d, width = cfg.num_heads, cfg.head_dim, cfg.intermediate_size
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "encoder.layer.{i}."
+        out = (table.qkv("attention", [p + "attention.self." + n for n in ("query", "key", "value")], h, h, d, True)
+               + table.attention_out("attention/out", p + "attention.output.dense", h, d, True)
+               + table.norm("attn_norm", p + "attention.output.LayerNorm"))
+        if cfg.qk_post_norm:
+            out += (_full_width_norm("attention/q_layernorm", p + "attention.self.layer_norm_q", h, d)
+                    + _full_width_norm("attention/k_layernorm", p + "attention.self.layer_norm_k", h, d)
+                    + table.norm("attn_renorm", p + "layer_norm_1")
+                    # up_gated_layer rows: [value | gate]
+                    + table.gate_up("mlp", p + "mlp.up_gated_layer", width, bias=False, gate_first=False)
+                    + table.linear("mlp/down", p + "mlp.down_layer", (Axis.MLP, Axis.EMBED))
+                    + table.norm("mlp_norm", p + "layer_norm_2"))
+        else:  # gated_layers rows: [gate | value]
+            out += (table.gate_up("mlp", p + "mlp.gated_layers", width, bias=False)
+                    + table.linear("mlp/down", p + "mlp.wo", (Axis.MLP, Axis.EMBED))
+                    + table.norm("mlp_norm", p + "mlp.layernorm"))
+        return out
+
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """JinaBERT embeddings, or the jina-reranker-v1 classifier."""
     if spec.pooling == "splade":
         raise ModelLoadError("config.json: field 'architectures': JinaBERT has no masked-LM head for SPLADE here")
-    cfg = transformer_config(spec, dtype, attention)
-    head = load_head = None
+    cfg = JinaConfig.parse(spec.config, qk_post_norm=_remote_code(spec) == QK_POST_NORM)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
-        if cfg.qk_layernorm:
+        if cfg.qk_post_norm:
             raise ModelLoadError(
                 f"config.json: field 'auto_map' points at {QK_POST_NORM}, which is served as an embedding model only"
             )
-        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+        head, head_entries = pooler_classifier(spec, cfg.hidden_size, dtype, PREFIXES)
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
+    if not cfg.alibi:
+        encoder += table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=True, checkpoint_prefixes=PREFIXES,
     )

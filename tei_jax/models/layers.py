@@ -1,15 +1,21 @@
-"""Blocks shared by every family: norms, activations, MLPs, rotary, the transformer layer.
+"""Blocks shared by every family: norms, activations, attention, MLPs, rotary, the layer stack.
 
-A family file describes its architecture as a `TransformerConfig` (data, not code) plus a
-weight-name map; the modules here do the arithmetic. Norms and softmax run in float32 whatever
-the parameter dtype, so bfloat16 inference stays close to float32.
+A family describes its architecture as a `StackSpec` (data: typed sub-specs and enums) and the
+modules here do the arithmetic. Parameters keep their logical axes apart so they can be split
+for tensor parallelism: q is [embed, heads, head_dim], k/v [embed, kv_heads, head_dim], the
+output projection [heads, head_dim, embed], and a gated MLP has separate gate and up kernels
+[embed, mlp]. The layer stack is scanned: layers that share a structure are traced once over
+parameters stacked on a leading `layers` axis (see `scan_plan`). Norms and softmax run in
+float32 whatever the parameter dtype, so bfloat16 inference stays close to float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
 import math
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,120 +30,241 @@ from .attention import alibi_slopes, attend
 CHECKPOINT_ONLY = nn.initializers.zeros_init()
 
 
-def gelu_exact(x):
+class NormKind(str, enum.Enum):
+    LAYER = "layernorm"
+    RMS = "rmsnorm"
+
+
+class PositionKind(str, enum.Enum):
+    """How a stack knows token order."""
+
+    ABSOLUTE = "absolute"  # a learned position table added to the embeddings (BERT)
+    ROTARY = "rotary"  # q/k rotated by position (decoders, Nomic, GTE, ModernBERT)
+    ALIBI = "alibi"  # a per-head linear distance penalty (JinaBERT)
+    RELATIVE = "relative"  # a learned table plus a bucketed relative bias per head (MPNet)
+
+
+class MLPKind(str, enum.Enum):
+    PLAIN = "plain"  # down(act(up x))
+    GATED = "gated"  # down(act(gate x) * up x)
+
+
+class QKNorm(str, enum.Enum):
+    NONE = "none"
+    PER_HEAD = "per_head"  # the stack's norm over each head's q and k (Qwen3)
+    FULL_WIDTH = "full_width"  # a LayerNorm over all heads of q and of k (JinaBERT qk-post-norm)
+
+
+class RopeScaling(str, enum.Enum):
+    NONE = "none"
+    NTK = "ntk"  # Alibaba GTE's fixed NTK-aware scaling
+
+
+def _gelu_exact(x):
     return jax.nn.gelu(x, approximate=False)
 
 
-def gelu_tanh(x):
+def _gelu_tanh(x):
     return jax.nn.gelu(x, approximate=True)
 
 
-ACTIVATIONS: dict[str, Callable] = {
-    "gelu": gelu_exact,
-    "gelu_new": gelu_tanh,
-    "gelu_pytorch_tanh": gelu_tanh,
-    "gelu_fast": gelu_tanh,
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "swiglu": jax.nn.silu,
-    "tanh": jnp.tanh,
+class Activation(str, enum.Enum):
+    """Activations under their config.json spellings (several spell the same function)."""
+
+    GELU = "gelu"
+    GELU_NEW = "gelu_new"
+    GELU_PYTORCH_TANH = "gelu_pytorch_tanh"
+    GELU_FAST = "gelu_fast"
+    RELU = "relu"
+    SILU = "silu"
+    SWISH = "swish"
+    SWIGLU = "swiglu"  # a hidden_act spelling of SiLU gating
+    TANH = "tanh"
+    SIGMOID = "sigmoid"  # sentence-transformers Dense modules
+    IDENTITY = "identity"
+
+    @property
+    def fn(self) -> Callable:
+        return _ACTIVATION_FNS[self]
+
+
+_ACTIVATION_FNS: dict[Activation, Callable] = {
+    Activation.GELU: _gelu_exact,
+    Activation.GELU_NEW: _gelu_tanh,
+    Activation.GELU_PYTORCH_TANH: _gelu_tanh,
+    Activation.GELU_FAST: _gelu_tanh,
+    Activation.RELU: jax.nn.relu,
+    Activation.SILU: jax.nn.silu,
+    Activation.SWISH: jax.nn.silu,
+    Activation.SWIGLU: jax.nn.silu,
+    Activation.TANH: jnp.tanh,
+    Activation.SIGMOID: jax.nn.sigmoid,
+    Activation.IDENTITY: lambda x: x,
 }
 
 
-def activation(name: str) -> Callable:
-    """Look up an activation by its config.json name."""
+def activation(name: str | Activation) -> Callable:
+    """The function of an activation given by its enum or config.json name."""
     try:
-        return ACTIVATIONS[name]
-    except KeyError:
+        return Activation(name).fn
+    except ValueError:
         raise ValueError(f"unsupported activation '{name}'") from None
 
 
+# The architecture as data ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """The architecture of one encoder/decoder stack, as plain data."""
+class NormSpec:
+    kind: NormKind = NormKind.LAYER
+    eps: float = 1e-12
+    bias: bool = True
 
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    vocab_size: int = 0
-    type_vocab_size: int = 0
-    max_positions: int = 0
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    norm_eps: float = 1e-12
-    prenorm: bool = False  # pre-norm (decoders, GTE-style) or post-norm (BERT)
-    embedding_norm: bool = True  # LayerNorm right after the embeddings (BERT)
-    final_norm: bool = False  # norm after the last layer (pre-norm stacks)
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec:
+    heads: int
+    head_dim: int
+    kv_heads: int | None = None  # grouped-query attention; None: as many as heads
     qkv_bias: bool = True
     out_bias: bool = True
-    mlp_bias: bool = True
-    norm_bias: bool = True
-    mlp: str = "plain"  # plain: down(act(up x)); gated: down(act(gate x) * up x)
-    hidden_act: str = "gelu"
-    positions: str = "learned"  # learned | rotary | alibi | none
-    rope_theta: float = 10000.0
-    rotary_dim: int | None = None
     causal: bool = False
-    attention: str = "xla"
-    dtype: jnp.dtype = jnp.float32
-    # Options of other encoder families; the defaults leave BERT unchanged.
-    mlp_out_bias: bool | None = None  # bias of the MLP's down projection (None: mlp_bias)
-    rope_scaling: str = "none"  # none | ntk (Alibaba GTE's fixed NTK-aware scaling)
-    rope_factor: float = 1.0
-    rope_mixed_b: float | None = None  # GTE's "mixed" NTK variant
-    local_layers: tuple[int, ...] = ()  # layers with windowed (local) attention
-    local_window: int = 0  # on local layers a token sees keys at most this many positions away
-    local_rope_theta: float | None = None  # rotary base of the local layers (ModernBERT)
-    first_layer_attn_norm: bool = True  # pre-norm stacks: ModernBERT's layer 0 has none
-    relative_buckets: int = 0  # MPNet: bucketed relative-position bias shared by all layers
+    qk_norm: QKNorm = QKNorm.NONE
+    implementation: str = "xla"
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec:
+    width: int
+    activation: Activation = Activation.GELU
+    kind: MLPKind = MLPKind.PLAIN
+    bias: bool = True  # of up (and gate)
+    out_bias: bool = True  # of down
+    experts: int = 0  # mixture-of-experts layers (LayerVariant.moe): experts and top k
+    top_k: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RotarySpec:
+    dim: int
+    theta: float = 10000.0
+    local_theta: float | None = None  # the rotary base of local layers (ModernBERT)
+    scaling: RopeScaling = RopeScaling.NONE
+    factor: float = 1.0
+    mixed_b: float | None = None  # GTE's "mixed" NTK variant
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerVariant:
+    """What may differ between the layers of one stack; layers with equal variants are
+    scanned together."""
+
+    window: int | None = None  # local attention: keys at most this many positions away
+    local_rope: bool = False  # rotary with RotarySpec.local_theta
+    moe: bool = False  # a mixture of experts instead of the MLP
+    attn_norm: bool = True  # pre-norm stacks: ModernBERT's layer 0 has no attention norm
+
+
+@dataclasses.dataclass(frozen=True)
+class StackSpec:
+    """One encoder/decoder stack: embeddings, layers (one variant each), an optional final norm."""
+
+    hidden_size: int
+    vocab_size: int
+    attention: AttentionSpec
+    mlp: MLPSpec
+    variants: tuple[LayerVariant, ...]
+    norm: NormSpec = NormSpec()
+    positions: PositionKind = PositionKind.ABSOLUTE
+    prenorm: bool = False  # pre-norm (decoders, ModernBERT) or post-norm (BERT)
+    max_positions: int = 0
+    type_vocab_size: int = 0
+    position_offset: int = 0  # added to position ids before the learned table (MPNet)
+    embedding_norm: bool = True
+    final_norm: bool = False
+    attn_renorm: bool = False  # JinaBERT qk-post-norm: normalise (attention block + input) again
+    rotary: RotarySpec | None = None
+    relative_buckets: int = 0  # PositionKind.RELATIVE: the bias table's buckets and reach
     relative_max_distance: int = 128
-    moe_layers: tuple[int, ...] = ()  # layers whose MLP is a mixture of experts
-    num_experts: int = 0
-    moe_top_k: int = 0
-    qk_layernorm: bool = False  # JinaBERT qk-post-norm: LayerNorm over the full q and k widths
-    attn_renorm: bool = False  # JinaBERT qk-post-norm: normalise (block output + input) again
-    position_offset: int = 0  # added to position ids before the learned table (MPNet: pad + 1)
-    qk_norm: bool = False  # Qwen3: a norm (cfg.norm) over each head's q and k, before rotary
+    dtype: Any = jnp.float32
 
     @property
-    def down_bias(self) -> bool:
-        return self.mlp_bias if self.mlp_out_bias is None else self.mlp_out_bias
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads or self.num_heads
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.head_dim or self.hidden_size // self.num_heads
+    def num_layers(self) -> int:
+        return len(self.variants)
 
 
+def uniform(num_layers: int, variant: LayerVariant = LayerVariant()) -> tuple[LayerVariant, ...]:
+    return (variant,) * num_layers
+
+
+# Which layers are scanned together ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Layers start .. start + period * repeats - 1, run as `repeats` scan steps of `period`
+    layers each (a group: e.g. ModernBERT's local, local, global)."""
+
+    start: int
+    period: int
+    repeats: int
+
+    def layer(self, step: int, position: int) -> int:
+        return self.start + step * self.period + position
+
+
+def scan_plan(variants: Sequence[LayerVariant], max_period: int = 8) -> tuple[Segment, ...]:
+    """Cover the layers with as few scanned segments as possible: from each layer, the period
+    (group size) whose repetition covers the most layers; a layer that repeats nothing is a
+    segment of one step."""
+    segments, start, n = [], 0, len(variants)
+    while start < n:
+        best = Segment(start, 1, 1)
+        for period in range(1, min(max_period, n - start) + 1):
+            repeats = 1
+            while (start + (repeats + 1) * period <= n
+                   and variants[start + repeats * period: start + (repeats + 1) * period]
+                   == variants[start: start + period]):
+                repeats += 1
+            if repeats > 1 and period * repeats > best.period * best.repeats:
+                best = Segment(start, period, repeats)
+        segments.append(best)
+        start += best.period * best.repeats
+    return tuple(segments)
+
+
+# Modules -----------------------------------------------------------------------------------------
 class Norm(nn.Module):
-    """LayerNorm or RMSNorm computed in float32, returned in the working dtype."""
+    """LayerNorm or RMSNorm over the last `axes` axes, computed in float32, returned in the
+    working dtype. Any kind but a NormKind is an error, never a silent LayerNorm."""
 
-    kind: str
+    kind: NormKind | str
     eps: float
     use_bias: bool = True
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32
+    axes: int = 1
 
     @nn.compact
     def __call__(self, x):
-        width = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (width,), self.dtype)
+        kind = NormKind(self.kind)
+        shape = x.shape[-self.axes:]
+        reduce = tuple(range(-self.axes, 0))
+        scale = self.param("scale", nn.initializers.ones, shape, self.dtype)
         x32 = x.astype(jnp.float32)
-        if self.kind == "rmsnorm":
-            y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if kind is NormKind.RMS:
+            y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=reduce, keepdims=True) + self.eps)
             return (y * scale.astype(jnp.float32)).astype(self.dtype)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        mean = jnp.mean(x32, axis=reduce, keepdims=True)
         centered = x32 - mean
-        var = jnp.mean(centered * centered, axis=-1, keepdims=True)
+        var = jnp.mean(centered * centered, axis=reduce, keepdims=True)
         y = centered * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (width,), self.dtype).astype(jnp.float32)
+            y = y + self.param("bias", nn.initializers.zeros, shape, self.dtype).astype(jnp.float32)
         return y.astype(self.dtype)
+
+
+def norm_of(spec: NormSpec, dtype, name: str) -> Norm:
+    return Norm(spec.kind, spec.eps, spec.bias, dtype, name=name)
 
 
 def dense(features: int, use_bias: bool, dtype, name: str) -> nn.Dense:
@@ -145,9 +272,15 @@ def dense(features: int, use_bias: bool, dtype, name: str) -> nn.Dense:
                     kernel_init=CHECKPOINT_ONLY)
 
 
-def rotary_inv_freq(
-    rotary_dim: int, theta: float, scaling: str = "none", factor: float = 1.0, mixed_b: float | None = None
-) -> jax.Array:
+def projection(features: int | tuple[int, ...], use_bias: bool, dtype, name: str,
+               axis: int | tuple[int, ...] = -1) -> nn.DenseGeneral:
+    """A linear map that keeps its axes apart: [embed] -> [heads, head_dim], or back."""
+    return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=dtype,
+                           name=name, kernel_init=CHECKPOINT_ONLY)
+
+
+def rotary_inv_freq(rotary_dim: int, theta: float, scaling: RopeScaling | str = RopeScaling.NONE,
+                    factor: float = 1.0, mixed_b: float | None = None) -> jax.Array:
     """Rotary inverse frequencies [rotary_dim/2], plain or with fixed NTK-aware scaling.
 
     NTK (Alibaba GTE): the base grows to theta*factor and every frequency is divided by
@@ -155,10 +288,8 @@ def rotary_inv_freq(
     by exp(a * m^b) with a = log(factor) / (d/2)^b.
     """
     exponents = jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim
-    if scaling == "none":
+    if RopeScaling(scaling) is RopeScaling.NONE:
         return 1.0 / (theta ** exponents)
-    if scaling != "ntk":
-        raise ValueError(f"unsupported rotary scaling {scaling!r}")
     if mixed_b is None:
         return 1.0 / ((theta * factor) ** exponents) / factor ** (2 / rotary_dim)
     a = math.log(factor) / (rotary_dim / 2) ** mixed_b
@@ -166,10 +297,9 @@ def rotary_inv_freq(
     return 1.0 / (theta ** exponents) / lambdas
 
 
-def rotary_tables(
-    position_ids: jax.Array, rotary_dim: int, theta: float,
-    scaling: str = "none", factor: float = 1.0, mixed_b: float | None = None,
-):
+def rotary_tables(position_ids: jax.Array, rotary_dim: int, theta: float,
+                  scaling: RopeScaling | str = RopeScaling.NONE, factor: float = 1.0,
+                  mixed_b: float | None = None):
     """cos/sin tables [batch, seq, rotary_dim/2] for the given positions (float32)."""
     inv_freq = rotary_inv_freq(rotary_dim, theta, scaling, factor, mixed_b)
     angles = position_ids.astype(jnp.float32)[..., None] * inv_freq
@@ -181,57 +311,51 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     rot = cos.shape[-1] * 2
     x32 = x.astype(jnp.float32)
     x_rot, x_pass = x32[..., :rot], x32[..., rot:]
-    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2 :]
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
     c, s = cos[:, :, None, :], sin[:, :, None, :]
     rotated = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
     return jnp.concatenate([rotated, x_pass], axis=-1).astype(x.dtype)
 
 
 class SelfAttention(nn.Module):
-    """Fused-QKV self-attention; one matmul in, one matmul out."""
+    """q [embed, heads, head_dim], k/v [embed, kv_heads, head_dim], out [heads, head_dim, embed]."""
 
-    cfg: TransformerConfig
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, x, segment_ids, rotary=None, bias=None, window=None):
-        cfg = self.cfg
-        h, kvh, d = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
-        qkv = dense((h + 2 * kvh) * d, cfg.qkv_bias, cfg.dtype, "qkv")(x)
-        batch, seq = x.shape[:2]
-        q, k = qkv[..., : h * d], qkv[..., h * d : (h + kvh) * d]
-        if cfg.qk_layernorm:
-            q = Norm("layernorm", cfg.norm_eps, True, cfg.dtype, name="q_layernorm")(q)
-            k = Norm("layernorm", cfg.norm_eps, True, cfg.dtype, name="k_layernorm")(k)
-        q = q.reshape(batch, seq, h, d)
-        k = k.reshape(batch, seq, kvh, d)
-        v = qkv[..., (h + kvh) * d :].reshape(batch, seq, kvh, d)
-        if cfg.qk_norm:
-            q = Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name="q_norm")(q)
-            k = Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name="k_norm")(k)
+        stack, a = self.spec, self.spec.attention
+        h, kvh, d, dtype = a.heads, a.num_kv_heads, a.head_dim, stack.dtype
+        q = projection((h, d), a.qkv_bias, dtype, "q")(x)
+        k = projection((kvh, d), a.qkv_bias, dtype, "k")(x)
+        v = projection((kvh, d), a.qkv_bias, dtype, "v")(x)
+        if a.qk_norm is QKNorm.FULL_WIDTH:
+            q = Norm(NormKind.LAYER, stack.norm.eps, True, dtype, axes=2, name="q_layernorm")(q)
+            k = Norm(NormKind.LAYER, stack.norm.eps, True, dtype, axes=2, name="k_layernorm")(k)
+        elif a.qk_norm is QKNorm.PER_HEAD:
+            q = norm_of(stack.norm, dtype, "q_norm")(q)
+            k = norm_of(stack.norm, dtype, "k_norm")(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        alibi = alibi_slopes(h) if cfg.positions == "alibi" else None
-        out = attend(
-            q, k, v, segment_ids, causal=cfg.causal, bias=bias, alibi=alibi, window=window,
-            implementation=cfg.attention,
-        )
-        return dense(cfg.hidden_size, cfg.out_bias, cfg.dtype, "out")(out.reshape(batch, seq, h * d))
+        alibi = alibi_slopes(h) if stack.positions is PositionKind.ALIBI else None
+        out = attend(q, k, v, segment_ids, causal=a.causal, bias=bias, alibi=alibi, window=window,
+                     implementation=a.implementation)
+        return projection(stack.hidden_size, a.out_bias, dtype, "out", axis=(-2, -1))(out)
 
 
 class MLP(nn.Module):
-    cfg: TransformerConfig
+    """Plain (up, down) or gated (gate, up, down) feed-forward with a separate `mlp` axis."""
+
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, x):
-        cfg = self.cfg
-        act = activation(cfg.hidden_act)
-        if cfg.mlp == "gated":
-            up = dense(2 * cfg.intermediate_size, cfg.mlp_bias, cfg.dtype, "gate_up")(x)
-            gate, value = up[..., : cfg.intermediate_size], up[..., cfg.intermediate_size :]
-            hidden = act(gate) * value
-        else:
-            hidden = act(dense(cfg.intermediate_size, cfg.mlp_bias, cfg.dtype, "up")(x))
-        return dense(cfg.hidden_size, cfg.down_bias, cfg.dtype, "down")(hidden)
+        m, dtype = self.spec.mlp, self.spec.dtype
+        act = m.activation.fn
+        hidden = act(dense(m.width, m.bias, dtype, "up" if m.kind is MLPKind.PLAIN else "gate")(x))
+        if m.kind is MLPKind.GATED:
+            hidden = hidden * dense(m.width, m.bias, dtype, "up")(x)
+        return dense(self.spec.hidden_size, m.out_bias, dtype, "down")(hidden)
 
 
 class MoEMLP(nn.Module):
@@ -243,20 +367,18 @@ class MoEMLP(nn.Module):
     get weight zero: exact, at num_experts/top_k times the ideal cost of these layers.
     """
 
-    cfg: TransformerConfig
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, x):
-        cfg = self.cfg
-        experts, width, hidden = cfg.num_experts, cfg.intermediate_size, cfg.hidden_size
-        logits = dense(experts, False, cfg.dtype, "router")(x).astype(jnp.float32)
-        top_weights, top_experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.moe_top_k)
-        gates = jnp.sum(jax.nn.one_hot(top_experts, experts, dtype=jnp.float32) * top_weights[..., None], axis=-2)
-        init = CHECKPOINT_ONLY
-        w_in = self.param("w_in", init, (experts, hidden, width), cfg.dtype)
-        w_out = self.param("w_out", init, (experts, width, hidden), cfg.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (hidden,), cfg.dtype)
-        act = activation(cfg.hidden_act)
+        m, dtype, hidden = self.spec.mlp, self.spec.dtype, self.spec.hidden_size
+        logits = dense(m.experts, False, dtype, "router")(x).astype(jnp.float32)
+        top_weights, top_experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), m.top_k)
+        gates = jnp.sum(jax.nn.one_hot(top_experts, m.experts, dtype=jnp.float32) * top_weights[..., None], axis=-2)
+        w_in = self.param("w_in", CHECKPOINT_ONLY, (m.experts, hidden, m.width), dtype)
+        w_out = self.param("w_out", CHECKPOINT_ONLY, (m.experts, m.width, hidden), dtype)
+        bias = self.param("bias", nn.initializers.zeros, (hidden,), dtype)
+        act = m.activation.fn
 
         def add_expert(total, expert):
             weight_in, weight_out, gate = expert
@@ -265,7 +387,7 @@ class MoEMLP(nn.Module):
             return total + y * gate[..., None], None
 
         total, _ = jax.lax.scan(add_expert, jnp.zeros(x.shape, jnp.float32), (w_in, w_out, jnp.moveaxis(gates, -1, 0)))
-        return (total + bias.astype(jnp.float32)).astype(cfg.dtype)
+        return (total + bias.astype(jnp.float32)).astype(dtype)
 
 
 def relative_position_buckets(seq_len: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -288,94 +410,119 @@ def relative_position_buckets(seq_len: int, num_buckets: int, max_distance: int)
 class RelativePositionBias(nn.Module):
     """Learned per-head bias of the bucketed relative position, one table for all layers."""
 
-    cfg: TransformerConfig
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, seq_len: int):
-        cfg = self.cfg
-        table = self.param("embedding", CHECKPOINT_ONLY, (cfg.relative_buckets, cfg.num_heads), cfg.dtype)
-        buckets = relative_position_buckets(seq_len, cfg.relative_buckets, cfg.relative_max_distance)
+        s = self.spec
+        table = self.param("embedding", CHECKPOINT_ONLY, (s.relative_buckets, s.attention.heads), s.dtype)
+        buckets = relative_position_buckets(seq_len, s.relative_buckets, s.relative_max_distance)
         return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)  # [1, heads, q, k]
 
 
-class TransformerLayer(nn.Module):
-    """Attention + MLP with residuals, post-norm (BERT) or pre-norm (decoders, ModernBERT).
+class Layer(nn.Module):
+    """Attention + MLP with residuals, post-norm (BERT) or pre-norm (decoders, ModernBERT)."""
 
-    `index` selects the per-layer options of the config: local attention, mixture of experts,
-    and ModernBERT's missing first attention norm.
-    """
-
-    cfg: TransformerConfig
-    index: int = 0
+    spec: StackSpec
+    variant: LayerVariant = LayerVariant()
 
     @nn.compact
-    def __call__(self, x, segment_ids, rotary=None, bias=None):
-        cfg = self.cfg
-        window = cfg.local_window if self.index in cfg.local_layers else None
+    def __call__(self, x, segment_ids, rotary=None, local_rotary=None, bias=None):
+        s, variant = self.spec, self.variant
 
         def norm(name):
-            return Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name=name)
+            return norm_of(s.norm, s.dtype, name)
 
         def attention(h):
-            return SelfAttention(cfg, name="attention")(h, segment_ids, rotary, bias, window)
+            tables = local_rotary if variant.local_rope else rotary
+            return SelfAttention(s, name="attention")(h, segment_ids, tables, bias, variant.window)
 
         def mlp(h):
-            if self.index in cfg.moe_layers:
-                return MoEMLP(cfg, name="moe")(h)
-            return MLP(cfg, name="mlp")(h)
+            return MoEMLP(s, name="moe")(h) if variant.moe else MLP(s, name="mlp")(h)
 
-        if cfg.prenorm:
-            skip_norm = self.index == 0 and not cfg.first_layer_attn_norm
-            x = x + attention(x if skip_norm else norm("attn_norm")(x))
+        if s.prenorm:
+            x = x + attention(norm("attn_norm")(x) if variant.attn_norm else x)
             return x + mlp(norm("mlp_norm")(x))
         h = norm("attn_norm")(x + attention(x))
-        if cfg.attn_renorm:
+        if s.attn_renorm:
             h = norm("attn_renorm")(h + x)
         return norm("mlp_norm")(h + mlp(h))
+
+
+class LayerGroup(nn.Module):
+    """One scan step: `len(variants)` consecutive layers (usually one)."""
+
+    spec: StackSpec
+    variants: tuple[LayerVariant, ...]
+
+    @nn.compact
+    def __call__(self, x, segment_ids, rotary, local_rotary, bias):
+        for j, variant in enumerate(self.variants):
+            x = Layer(self.spec, variant, name=f"layer_{j}")(x, segment_ids, rotary, local_rotary, bias)
+        return x, None
+
+
+@functools.lru_cache(maxsize=None)
+def scanned_group(length: int):
+    """LayerGroup scanned `length` times over parameters stacked on a leading axis."""
+    return nn.scan(
+        LayerGroup, variable_axes={"params": 0}, split_rngs={"params": False},
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), length=length,
+    )
 
 
 class Embeddings(nn.Module):
     """Word (+ learned position) (+ token type) embeddings, optionally normalised."""
 
-    cfg: TransformerConfig
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, input_ids, type_ids, position_ids):
-        cfg = self.cfg
-        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
-                     embedding_init=CHECKPOINT_ONLY, name="word")(input_ids)
-        if cfg.positions == "learned":
-            positions = position_ids + cfg.position_offset
-            x = x + nn.Embed(cfg.max_positions, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
-                     embedding_init=CHECKPOINT_ONLY, name="position")(positions)
-        if cfg.type_vocab_size:
-            x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.dtype,
-                     embedding_init=CHECKPOINT_ONLY, name="token_type")(type_ids)
-        if cfg.embedding_norm:
-            x = Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name="norm")(x)
+        s = self.spec
+
+        def table(rows: int, name: str) -> nn.Embed:
+            return nn.Embed(rows, s.hidden_size, dtype=s.dtype, param_dtype=s.dtype,
+                            embedding_init=CHECKPOINT_ONLY, name=name)
+
+        x = table(s.vocab_size, "word")(input_ids)
+        if s.positions in (PositionKind.ABSOLUTE, PositionKind.RELATIVE):
+            x = x + table(s.max_positions, "position")(position_ids + s.position_offset)
+        if s.type_vocab_size:
+            x = x + table(s.type_vocab_size, "token_type")(type_ids)
+        if s.embedding_norm:
+            x = norm_of(s.norm, s.dtype, "norm")(x)
         return x
 
 
-class Transformer(nn.Module):
-    """Embeddings + a stack of TransformerLayers -> hidden states [batch, seq, hidden]."""
+def block_name(index: int) -> str:
+    return f"blocks_{index}"
 
-    cfg: TransformerConfig
+
+class Transformer(nn.Module):
+    """Embeddings + the scanned layer stack -> hidden states [batch, seq, hidden].
+
+    Parameters of segment k of `scan_plan(spec.variants)` live under blocks_k/layer_j with a
+    leading axis of the segment's repeats.
+    """
+
+    spec: StackSpec
 
     @nn.compact
     def __call__(self, input_ids, type_ids, position_ids, segment_ids):
-        cfg = self.cfg
-        x = Embeddings(cfg, name="embeddings")(input_ids, type_ids, position_ids)
+        s = self.spec
+        x = Embeddings(s, name="embeddings")(input_ids, type_ids, position_ids)
         rotary = local_rotary = None
-        if cfg.positions == "rotary":
-            dim = cfg.rotary_dim or cfg.dim_per_head
-            rotary = rotary_tables(position_ids, dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_factor, cfg.rope_mixed_b)
-            local_rotary = rotary if cfg.local_rope_theta is None else rotary_tables(position_ids, dim, cfg.local_rope_theta)
+        if s.rotary is not None:
+            r = s.rotary
+            rotary = rotary_tables(position_ids, r.dim, r.theta, r.scaling, r.factor, r.mixed_b)
+            local_rotary = rotary if r.local_theta is None else rotary_tables(position_ids, r.dim, r.local_theta)
         bias = None
-        if cfg.relative_buckets:
-            bias = RelativePositionBias(cfg, name="relative_attention_bias")(input_ids.shape[1])
-        for i in range(cfg.num_layers):
-            layer_rotary = local_rotary if i in cfg.local_layers else rotary
-            x = TransformerLayer(cfg, i, name=f"layer_{i}")(x, segment_ids, layer_rotary, bias)
-        if cfg.final_norm:
-            x = Norm(cfg.norm, cfg.norm_eps, cfg.norm_bias, cfg.dtype, name="final_norm")(x)
+        if s.positions is PositionKind.RELATIVE:
+            bias = RelativePositionBias(s, name="relative_attention_bias")(input_ids.shape[1])
+        for k, segment in enumerate(scan_plan(s.variants)):
+            group = s.variants[segment.start: segment.start + segment.period]
+            x, _ = scanned_group(segment.repeats)(s, group, name=block_name(k))(
+                x, segment_ids, rotary, local_rotary, bias)
+        if s.final_norm:
+            x = norm_of(s.norm, s.dtype, "final_norm")(x)
         return x

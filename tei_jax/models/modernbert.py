@@ -2,6 +2,7 @@
 a pre-norm encoder with rotary positions, GLU MLPs, optional biases, and attention that is
 global every `global_attn_every_n_layers` layers and local (a window of `local_attention`
 tokens) elsewhere, each kind with its own rotary base. Layer 0 has no pre-attention norm.
+The stack scans groups of layers (e.g. local, local, global) after layer 0.
 
 Hub configs name global_attn_every_n_layers / global_rope_theta / local_rope_theta;
 transformers 5 saves layer_types and rope_parameters per layer type. Both are read.
@@ -9,17 +10,69 @@ transformers 5 saves layer_types and rope_parameters per layer type. Both are re
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
 from ..config import ModelSpec
-from ..weights import WeightReader
-from . import fields
-from .architecture import Architecture, param_loader
-from .heads import ClassificationHead, MaskedLMHead
-from .layers import Transformer, TransformerConfig
+from . import fields, table
+from .architecture import Architecture
+from .fields import FamilyConfig, derived, json_field
+from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
+                     RotarySpec, StackSpec, Transformer)
+from .table import Axis, Tensor, WeightTable
 
 MODEL_TYPES = ("modernbert",)
+UNUSED_OK = ("/head.", "/classifier.", "/decoder.")
 _LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModernBertConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    norm_eps: float = json_field("norm_eps", default=1e-5)
+    norm_bias: bool = json_field("norm_bias", default=False)
+    attention_bias: bool = json_field("attention_bias", default=False)
+    mlp_bias: bool = json_field("mlp_bias", default=False)
+    activation: Activation = json_field("hidden_activation", default="gelu")
+    local_attention: int = json_field("local_attention", default=128)
+    classifier_pooling: str = json_field("classifier_pooling", default="cls", allowed=("cls", "mean"))
+    classifier_activation: Activation = json_field("classifier_activation", default="gelu")
+    classifier_bias: bool = json_field("classifier_bias", default=False)
+    decoder_bias: bool = json_field("decoder_bias", default=True)
+    local_layers: tuple[int, ...] = derived()
+    rope_theta: float = derived()  # global layers
+    local_rope_theta: float = derived()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def local_window(self) -> int:
+        return self.local_attention // 2
+
+    @property
+    def norm(self) -> NormSpec:
+        return NormSpec(NormKind.LAYER, self.norm_eps, self.norm_bias)
+
+    def variant(self, i: int) -> LayerVariant:
+        local = i in self.local_layers
+        return LayerVariant(window=self.local_window if local else None, local_rope=local, attn_norm=i > 0)
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, qkv_bias=self.attention_bias,
+                                    out_bias=self.attention_bias, implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation, MLPKind.GATED, self.mlp_bias, self.mlp_bias),
+            variants=tuple(self.variant(i) for i in range(self.num_layers)), norm=self.norm,
+            positions=PositionKind.ROTARY, prenorm=True, embedding_norm=True, final_norm=True,
+            rotary=RotarySpec(self.head_dim, self.rope_theta, local_theta=self.local_rope_theta), dtype=dtype,
+        )
 
 
 def _local_layers(c: dict, num_layers: int) -> tuple[int, ...]:
@@ -49,101 +102,69 @@ def _rope_thetas(c: dict) -> tuple[float, float]:
     return float(c.get("global_rope_theta", 160000.0)), float(c.get("local_rope_theta", 10000.0))
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
+def parse_config(spec: ModelSpec) -> ModernBertConfig:
     c = spec.config
-    layers = int(c["num_hidden_layers"])
     global_theta, local_theta = _rope_thetas(c)
-    attention_bias = bool(c.get("attention_bias", False))
-    return TransformerConfig(
-        hidden_size=int(c["hidden_size"]), num_layers=layers, num_heads=int(c["num_attention_heads"]),
-        intermediate_size=int(c["intermediate_size"]), vocab_size=int(c["vocab_size"]),
-        norm_eps=float(c.get("norm_eps", 1e-5)), norm_bias=bool(c.get("norm_bias", False)),
-        prenorm=True, embedding_norm=True, final_norm=True, first_layer_attn_norm=False,
-        qkv_bias=attention_bias, out_bias=attention_bias,
-        mlp="gated", mlp_bias=bool(c.get("mlp_bias", False)),
-        hidden_act=fields.activation_name("hidden_activation", c.get("hidden_activation", "gelu")),
-        positions="rotary", rope_theta=global_theta, local_rope_theta=local_theta,
-        local_layers=_local_layers(c, layers), local_window=int(c.get("local_attention", 128)) // 2,
-        attention=attention, dtype=dtype,
-    )
+    layers = int(fields.value(c, "num_hidden_layers"))
+    return ModernBertConfig.parse(c, local_layers=_local_layers(c, layers), rope_theta=global_theta,
+                                  local_rope_theta=local_theta)
 
 
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    bias = cfg.norm_bias
-    params = {
-        "embeddings": {"word": reader.embedding("embeddings.tok_embeddings"), "norm": reader.norm("embeddings.norm", bias)},
-        "final_norm": reader.norm("final_norm", bias),
-    }
-    for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        layer = {
-            "attention": {"qkv": reader.linear(p + "attn.Wqkv", cfg.qkv_bias), "out": reader.linear(p + "attn.Wo", cfg.out_bias)},
-            "mlp_norm": reader.norm(p + "mlp_norm", bias),
-            # Wi rows: [input (activated) | gate], our gate_up layout.
-            "mlp": {"gate_up": reader.linear(p + "mlp.Wi", cfg.mlp_bias), "down": reader.linear(p + "mlp.Wo", cfg.down_bias)},
-        }
-        if i > 0:
-            layer["attn_norm"] = reader.norm(p + "attn_norm", bias)
-        params[f"layer_{i}"] = layer
-    return params
+def layer_entries(cfg: ModernBertConfig):
+    h, d, bias = cfg.num_heads, cfg.head_dim, cfg.norm_bias
+
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "layers.{i}."
+        out = (table.qkv("attention", p + "attn.Wqkv", h, h, d, cfg.attention_bias)
+               + table.attention_out("attention/out", p + "attn.Wo", h, d, cfg.attention_bias)
+               + table.norm("mlp_norm", p + "mlp_norm", bias=bias)
+               # Wi rows: [input (activated) | gate]
+               + table.gate_up("mlp", p + "mlp.Wi", cfg.intermediate_size, cfg.mlp_bias)
+               + table.linear("mlp/down", p + "mlp.Wo", (Axis.MLP, Axis.EMBED), cfg.mlp_bias))
+        if variant.attn_norm:
+            out += table.norm("attn_norm", p + "attn_norm", bias=bias)
+        return out
+
+    return entries
 
 
-def _head_config(c: dict) -> tuple[str, bool]:
-    return fields.activation_name("classifier_activation", c.get("classifier_activation", "gelu")), bool(c.get("classifier_bias", False))
-
-
-def _classifier(spec: ModelSpec, cfg: TransformerConfig):
+def _classifier(spec: ModelSpec, cfg: ModernBertConfig, dtype):
     """ModernBertForSequenceClassification: pooled (cls or mean) -> dense, act, norm -> linear."""
-    act, dense_bias = _head_config(spec.config)
     steps = (
-        ("dense", "dense", cfg.hidden_size, dense_bias), ("act", act),
-        ("norm", "norm", "layernorm", cfg.norm_eps, cfg.norm_bias), ("dense", "classifier", None, True),
+        ("dense", "dense", cfg.hidden_size, cfg.classifier_bias), ("act", cfg.classifier_activation),
+        ("norm", "norm", NormKind.LAYER, cfg.norm_eps, cfg.norm_bias), ("dense", "classifier", None, True),
     )
-
-    def load(reader: WeightReader) -> dict:
-        return {
-            "dense": reader.linear("head.dense", dense_bias, prefixed=False),
-            "norm": reader.norm("head.norm", cfg.norm_bias, prefixed=False),
-            "classifier": reader.linear("classifier", prefixed=False),
-        }
-
-    return ClassificationHead(steps, len(spec.id2label), cfg.dtype), load
+    entries = (table.linear("head/dense", "/head.dense", (Axis.EMBED, Axis.EMBED), cfg.classifier_bias)
+               + table.norm("head/norm", "/head.norm", bias=cfg.norm_bias)
+               + table.linear("head/classifier", "/classifier", (Axis.EMBED, Axis.LABELS)))
+    return ClassificationHead(steps, len(spec.id2label), dtype), entries
 
 
-def _mlm_head(spec: ModelSpec, cfg: TransformerConfig):
+def _mlm_head(cfg: ModernBertConfig, dtype):
     """ModernBertForMaskedLM (SPLADE): head (dense, act, norm) -> decoder tied to the embeddings."""
-    act, dense_bias = _head_config(spec.config)
-    decoder_bias = bool(spec.config.get("decoder_bias", True))
-    head = MaskedLMHead(cfg.hidden_size, cfg.vocab_size, act, cfg.norm_eps, transform_bias=dense_bias,
-                        dtype=cfg.dtype, norm_bias=cfg.norm_bias)
-
-    def load(reader: WeightReader) -> dict:
-        decoder = reader.get("decoder.weight", prefixed=False) if reader.has("decoder.weight", prefixed=False) \
-            else reader.get("embeddings.tok_embeddings.weight")
-        bias = reader.get("decoder.bias", prefixed=False) if decoder_bias else np.zeros(cfg.vocab_size, cfg.dtype)
-        return {
-            "transform": reader.linear("head.dense", dense_bias, prefixed=False),
-            "norm": reader.norm("head.norm", cfg.norm_bias, prefixed=False),
-            "decoder": decoder,
-            "bias": bias,
-        }
-
-    return head, load
+    head = MaskedLMHead(cfg.hidden_size, cfg.vocab_size, cfg.classifier_activation, cfg.norm_eps,
+                        transform_bias=cfg.classifier_bias, dtype=dtype, norm_bias=cfg.norm_bias,
+                        output_bias=cfg.decoder_bias)
+    entries = masked_lm_entries("/head.dense", "/head.norm", "/decoder.weight|embeddings.tok_embeddings.weight",
+                                "/decoder.bias" if cfg.decoder_bias else None,
+                                transform_bias=cfg.classifier_bias, norm_bias=cfg.norm_bias)
+    return head, entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """ModernBERT embeddings, classifier/reranker (cls or mean pooling) or SPLADE."""
-    cfg = transformer_config(spec, dtype, attention)
-    head = load_head = None
-    pooling = fields.require(spec.config, "classifier_pooling", ("cls", "mean"), default="cls")
+    cfg = parse_config(spec)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
-        head, load_head = _classifier(spec, cfg)
+        head, head_entries = _classifier(spec, cfg, dtype)
     elif spec.pooling == "splade":
-        head, load_head = _mlm_head(spec, cfg)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+        head, head_entries = _mlm_head(cfg, dtype)
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.tok_embeddings", Axis.VOCAB)
+               + table.norm("encoder/embeddings/norm", "embeddings.norm", bias=cfg.norm_bias)
+               + table.norm("encoder/final_norm", "final_norm", bias=cfg.norm_bias))
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head, classifier_pooling=pooling,
-        uses_token_types=False, checkpoint_prefixes=("model.",),
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
+        classifier_pooling=cfg.classifier_pooling, uses_token_types=False, checkpoint_prefixes=("model.",),
     )

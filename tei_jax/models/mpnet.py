@@ -7,80 +7,91 @@ tokenization); the encoder adds whatever part of that offset the engine has not.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from ..weights import WeightReader
-from . import fields
-from .architecture import Architecture, param_loader
+from . import table
+from .architecture import Architecture
+from .fields import FamilyConfig, derived, json_field
 from .heads import ClassificationHead
-from .layers import Transformer, TransformerConfig
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
+                     Transformer, uniform)
+from .table import Axis, Tensor, WeightTable
 
 MODEL_TYPES = ("mpnet",)
+UNUSED_OK = ("pooler.", "/pooler.", "/classifier.", "/lm_head.")
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
-    c = spec.config
-    first_position = int(c.get("pad_token_id", 1)) + 1
-    return TransformerConfig(
-        hidden_size=int(c["hidden_size"]), num_layers=int(c["num_hidden_layers"]),
-        num_heads=int(c["num_attention_heads"]), intermediate_size=int(c["intermediate_size"]),
-        vocab_size=int(c["vocab_size"]), type_vocab_size=0, max_positions=int(c["max_position_embeddings"]),
-        norm_eps=float(c.get("layer_norm_eps", 1e-12)),
-        hidden_act=fields.activation_name("hidden_act", c.get("hidden_act", "gelu")),
-        relative_buckets=int(c.get("relative_attention_num_buckets", 32)),
-        position_offset=first_position - spec.position_offset,
-        attention=attention, dtype=dtype,
-    )
+@dataclasses.dataclass(frozen=True)
+class MPNetConfig(FamilyConfig):
+    hidden_size: int = json_field("hidden_size")
+    num_layers: int = json_field("num_hidden_layers")
+    num_heads: int = json_field("num_attention_heads")
+    intermediate_size: int = json_field("intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    max_positions: int = json_field("max_position_embeddings")
+    norm_eps: float = json_field("layer_norm_eps", default=1e-12)
+    activation: Activation = json_field("hidden_act", default="gelu")
+    relative_buckets: int = json_field("relative_attention_num_buckets", default=32)
+    pad_token_id: int = json_field("pad_token_id", default=1)
+    position_offset: int = derived()  # what the encoder adds to the engine's position ids
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation), variants=uniform(self.num_layers),
+            norm=NormSpec(eps=self.norm_eps), positions=PositionKind.RELATIVE, max_positions=self.max_positions,
+            relative_buckets=self.relative_buckets, position_offset=self.position_offset, dtype=dtype,
+        )
 
 
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    params = {
-        "embeddings": {
-            "word": reader.embedding("embeddings.word_embeddings"),
-            "position": reader.embedding("embeddings.position_embeddings"),
-            "norm": reader.norm("embeddings.LayerNorm"),
-        },
-        "relative_attention_bias": reader.embedding("encoder.relative_attention_bias"),
-    }
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-        params[f"layer_{i}"] = {
-            "attention": {
-                "qkv": reader.fused_linear([p + "attention.attn.q", p + "attention.attn.k", p + "attention.attn.v"]),
-                "out": reader.linear(p + "attention.attn.o"),
-            },
-            "attn_norm": reader.norm(p + "attention.LayerNorm"),
-            "mlp": {"up": reader.linear(p + "intermediate.dense"), "down": reader.linear(p + "output.dense")},
-            "mlp_norm": reader.norm(p + "output.LayerNorm"),
-        }
-    return params
+def parse_config(spec: ModelSpec) -> MPNetConfig:
+    pad = spec.config.get("pad_token_id", 1)
+    first_position = (pad if isinstance(pad, int) else 1) + 1
+    return MPNetConfig.parse(spec.config, position_offset=first_position - spec.position_offset)
 
 
-def _classifier(spec: ModelSpec, cfg: TransformerConfig):
-    """MPNetForSequenceClassification: CLS -> dense, tanh -> out_proj (RoBERTa's head)."""
-    steps = (("dense", "dense", cfg.hidden_size, True), ("act", "tanh"), ("dense", "out_proj", None, True))
+def layer_entries(cfg: MPNetConfig):
+    h, d = cfg.num_heads, cfg.head_dim
 
-    def load(reader: WeightReader) -> dict:
-        return {
-            "dense": reader.linear("classifier.dense", prefixed=False),
-            "out_proj": reader.linear("classifier.out_proj", prefixed=False),
-        }
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "encoder.layer.{i}."
+        return (table.qkv("attention", [p + f"attention.attn.{n}" for n in "qkv"], h, h, d, True)
+                + table.attention_out("attention/out", p + "attention.attn.o", h, d, True)
+                + table.norm("attn_norm", p + "attention.LayerNorm")
+                + table.linear("mlp/up", p + "intermediate.dense", (Axis.EMBED, Axis.MLP))
+                + table.linear("mlp/down", p + "output.dense", (Axis.MLP, Axis.EMBED))
+                + table.norm("mlp_norm", p + "output.LayerNorm"))
 
-    return ClassificationHead(steps, len(spec.id2label), cfg.dtype), load
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
     """MPNet embeddings or MPNetForSequenceClassification."""
     if spec.pooling == "splade":
         raise ModelLoadError("config.json: field 'architectures': MPNet has no masked-LM head for SPLADE here")
-    cfg = transformer_config(spec, dtype, attention)
-    head = load_head = None
-    if spec.kind in ("classifier", "reranker"):
-        head, load_head = _classifier(spec, cfg)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+    cfg = parse_config(spec)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
+    if spec.kind in ("classifier", "reranker"):  # RoBERTa's head: CLS -> dense, tanh -> out_proj
+        head = ClassificationHead(
+            (("dense", "dense", cfg.hidden_size, True), ("act", "tanh"), ("dense", "out_proj", None, True)),
+            len(spec.id2label), dtype)
+        head_entries = (table.linear("head/dense", "/classifier.dense", (Axis.EMBED, Axis.EMBED))
+                        + table.linear("head/out_proj", "/classifier.out_proj", (Axis.EMBED, Axis.LABELS)))
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
+               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm")
+               + [Tensor("encoder/relative_attention_bias/embedding", (Axis.BUCKETS, Axis.HEADS),
+                         ("encoder.relative_attention_bias.weight",))])
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=False, checkpoint_prefixes=("mpnet.",),
     )

@@ -1,6 +1,6 @@
 """NomicBERT (nomic-embed-text-v1, v1.5, v2-moe): a post-norm BERT with rotary positions, a
 fused Wqkv, SwiGLU (v1) or GELU (v2) MLPs, optional biases, and in v2 a mixture of experts on
-every other layer.
+every other layer (scanned as pairs of layers).
 
 Published checkpoints carry nomic's remote-code config (GPT-2 names: n_embd, n_head, ...);
 transformers 5 saves its native NomicBert with BERT names (hidden_size, ...). Both are read.
@@ -9,19 +9,62 @@ The weight names are the same for both: transformers renames them on load and ba
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from ..weights import WeightReader
-from . import fields
-from .architecture import Architecture, param_loader
+from . import fields, table
+from .architecture import Architecture
+from .fields import FamilyConfig, derived, json_field
 from .heads import pooler_classifier
-from .layers import Transformer, TransformerConfig
+from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormSpec, PositionKind, RotarySpec,
+                     StackSpec, Transformer)
+from .table import Axis, Tensor, WeightTable
 
 PREFIXES = ("nomic_bert.", "bert.")  # the encoder inside classifier checkpoints
 MODEL_TYPES = ("nomic_bert",)
+UNUSED_OK = ("pooler.", "/pooler.", "/classifier.")
 
 # Remote-code activation_function -> (MLP kind, activation); "gelu" layers are plain fc1/fc2.
-_HUB_ACTIVATIONS = {"swiglu": ("gated", "silu"), "gelu": ("plain", "gelu")}
+_HUB_ACTIVATIONS = {"swiglu": (MLPKind.GATED, Activation.SILU), "gelu": (MLPKind.PLAIN, Activation.GELU)}
+
+
+@dataclasses.dataclass(frozen=True)
+class NomicConfig(FamilyConfig):
+    hidden_size: int = json_field("n_embd", "hidden_size")
+    num_layers: int = json_field("n_layer", "num_hidden_layers")
+    num_heads: int = json_field("n_head", "num_attention_heads")
+    intermediate_size: int = json_field("n_inner", "intermediate_size")
+    vocab_size: int = json_field("vocab_size")
+    type_vocab_size: int = json_field("type_vocab_size", default=2)
+    norm_eps: float = json_field("layer_norm_epsilon", "layer_norm_eps", default=1e-12)
+    mlp_kind: MLPKind = derived()
+    activation: Activation = derived()
+    qkv_bias: bool = derived()  # also the output projection's
+    mlp_bias: bool = derived()
+    mlp_out_bias: bool = derived()
+    rope_theta: float = derived()
+    rotary_fraction: float = derived()
+    moe_layers: tuple[int, ...] = derived()
+    num_experts: int = derived()
+    moe_top_k: int = derived()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def stack(self, dtype, attention: str) -> StackSpec:
+        return StackSpec(
+            hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+            attention=AttentionSpec(self.num_heads, self.head_dim, qkv_bias=self.qkv_bias, out_bias=self.qkv_bias,
+                                    implementation=attention),
+            mlp=MLPSpec(self.intermediate_size, self.activation, self.mlp_kind, self.mlp_bias, self.mlp_out_bias,
+                        experts=self.num_experts, top_k=self.moe_top_k),
+            variants=tuple(LayerVariant(moe=i in self.moe_layers) for i in range(self.num_layers)),
+            norm=NormSpec(eps=self.norm_eps), positions=PositionKind.ROTARY,
+            type_vocab_size=self.type_vocab_size,
+            rotary=RotarySpec(int(self.head_dim * self.rotary_fraction), self.rope_theta), dtype=dtype,
+        )
 
 
 def _hub_options(c: dict) -> dict:
@@ -36,9 +79,9 @@ def _hub_options(c: dict) -> dict:
     act = c.get("activation_function")
     if act not in _HUB_ACTIVATIONS:
         raise fields.unsupported("activation_function", act, "supported: " + ", ".join(_HUB_ACTIVATIONS))
-    mlp, hidden_act = _HUB_ACTIVATIONS[act]
+    mlp_kind, activation = _HUB_ACTIVATIONS[act]
     return dict(
-        mlp=mlp, hidden_act=hidden_act,
+        mlp_kind=mlp_kind, activation=activation,
         qkv_bias=bool(fields.value(c, "qkv_proj_bias")),
         mlp_bias=bool(fields.value(c, "mlp_fc1_bias")),
         mlp_out_bias=bool(fields.value(c, "mlp_fc2_bias")),
@@ -51,7 +94,7 @@ def _native_options(c: dict) -> dict:
     """Options of a transformers-native config: gated MLP, no biases, rope_parameters."""
     fields.default_rope(c)
     return dict(
-        mlp="gated", hidden_act=fields.activation_name("hidden_act", c.get("hidden_act", "silu")),
+        mlp_kind=MLPKind.GATED, activation=fields.activation_name("hidden_act", c.get("hidden_act", "silu")),
         qkv_bias=False, mlp_bias=False, mlp_out_bias=False,
         rope_theta=float(fields.nested(c, "rope_parameters.rope_theta", default=c.get("rope_theta", 1000.0))),
         rotary_fraction=1.0,
@@ -61,7 +104,7 @@ def _native_options(c: dict) -> dict:
 def _moe_options(c: dict, num_layers: int) -> dict:
     every = int(c.get("moe_every_n_layers") or 0)
     if not every:
-        return {}
+        return dict(moe_layers=(), num_experts=0, moe_top_k=0)
     if c.get("moe_normalize_expert_weights"):
         raise fields.unsupported("moe_normalize_expert_weights", c["moe_normalize_expert_weights"],
                                  "the router's top-k weights are used as they are")
@@ -72,67 +115,46 @@ def _moe_options(c: dict, num_layers: int) -> dict:
     )
 
 
-def transformer_config(spec: ModelSpec, dtype, attention: str) -> TransformerConfig:
+def parse_config(spec: ModelSpec) -> NomicConfig:
     c = spec.config
     options = _hub_options(c) if "activation_function" in c else _native_options(c)
-    hidden = int(fields.value(c, "n_embd", "hidden_size"))
-    heads = int(fields.value(c, "n_head", "num_attention_heads"))
     layers = int(fields.value(c, "n_layer", "num_hidden_layers"))
-    head_dim = hidden // heads
-    fraction = options.pop("rotary_fraction")
-    rotary_dim = int(head_dim * fraction)
+    cfg = NomicConfig.parse(c, **options, **_moe_options(c, layers))
+    fraction, rotary_dim = cfg.rotary_fraction, int(cfg.head_dim * cfg.rotary_fraction)
     if not 0 < fraction <= 1 or rotary_dim % 2:
         raise fields.unsupported("rotary_emb_fraction", fraction, "needs an even rotary width > 0")
-    return TransformerConfig(
-        hidden_size=hidden, num_layers=layers, num_heads=heads,
-        intermediate_size=int(fields.value(c, "n_inner", "intermediate_size")),
-        vocab_size=int(c["vocab_size"]),
-        type_vocab_size=int(c.get("type_vocab_size", 2)),
-        norm_eps=float(fields.value(c, "layer_norm_epsilon", "layer_norm_eps", default=1e-12)),
-        out_bias=options["qkv_bias"],
-        positions="rotary", rotary_dim=rotary_dim,
-        attention=attention, dtype=dtype,
-        **options, **_moe_options(c, layers),
-    )
+    return cfg
 
 
-def _experts(reader: WeightReader, p: str, cfg: TransformerConfig) -> dict:
-    """Router + experts stored as two [experts * width, hidden] blocks (expert-major)."""
-    e, f, h = cfg.num_experts, cfg.intermediate_size, cfg.hidden_size
-    return {
-        "router": reader.linear(p + "router.layer", bias=False),
-        "w_in": reader.get(p + "experts.mlp.w1").reshape(e, f, h).transpose(0, 2, 1),
-        "w_out": reader.get(p + "experts.mlp.w2").reshape(e, f, h),
-        "bias": reader.get(p + "experts.bias"),
-    }
+def layer_entries(cfg: NomicConfig):
+    h, d, e, f = cfg.num_heads, cfg.head_dim, cfg.num_experts, cfg.intermediate_size
 
-
-def load_encoder(reader: WeightReader, cfg: TransformerConfig) -> dict:
-    embeddings = {"word": reader.embedding("embeddings.word_embeddings"), "norm": reader.norm("emb_ln")}
-    if cfg.type_vocab_size:
-        embeddings["token_type"] = reader.embedding("embeddings.token_type_embeddings")
-    params = {"embeddings": embeddings}
-    for i in range(cfg.num_layers):
-        p = f"encoder.layers.{i}."
-        layer = {
-            "attention": {
-                "qkv": reader.linear(p + "attn.Wqkv", cfg.qkv_bias),
-                "out": reader.linear(p + "attn.out_proj", cfg.out_bias),
-            },
-            "attn_norm": reader.norm(p + "norm1"),
-            "mlp_norm": reader.norm(p + "norm2"),
-        }
-        if i in cfg.moe_layers:
-            layer["moe"] = _experts(reader, p + "mlp.", cfg)
-        elif cfg.mlp == "gated":  # fc12 is the gate, fc11 the value: y = fc2(fc11 x * act(fc12 x))
-            layer["mlp"] = {
-                "gate_up": reader.fused_linear([p + "mlp.fc12", p + "mlp.fc11"], cfg.mlp_bias),
-                "down": reader.linear(p + "mlp.fc2", cfg.down_bias),
-            }
+    def entries(variant: LayerVariant) -> list[Tensor]:
+        p = "encoder.layers.{i}."
+        out = (table.qkv("attention", p + "attn.Wqkv", h, h, d, cfg.qkv_bias)
+               + table.attention_out("attention/out", p + "attn.out_proj", h, d, cfg.qkv_bias)
+               + table.norm("attn_norm", p + "norm1")
+               + table.norm("mlp_norm", p + "norm2"))
+        if variant.moe:  # router + experts stored as two [experts * width, hidden] blocks (expert-major)
+            hidden = cfg.hidden_size
+            out += table.linear("moe/router", p + "mlp.router.layer", (Axis.EMBED, Axis.EXPERTS), bias=False)
+            out += [
+                Tensor("moe/w_in", (Axis.EXPERTS, Axis.EMBED, Axis.MLP), (p + "mlp.experts.mlp.w1",),
+                       lambda w: w.reshape(e, f, hidden).transpose(0, 2, 1)),
+                Tensor("moe/w_out", (Axis.EXPERTS, Axis.MLP, Axis.EMBED), (p + "mlp.experts.mlp.w2",),
+                       lambda w: w.reshape(e, f, hidden)),
+                Tensor("moe/bias", (Axis.EMBED,), (p + "mlp.experts.bias",)),
+            ]
+        elif cfg.mlp_kind is MLPKind.GATED:  # fc12 is the gate, fc11 the value: y = fc2(fc11 x * act(fc12 x))
+            out += (table.linear("mlp/gate", p + "mlp.fc12", (Axis.EMBED, Axis.MLP), cfg.mlp_bias)
+                    + table.linear("mlp/up", p + "mlp.fc11", (Axis.EMBED, Axis.MLP), cfg.mlp_bias)
+                    + table.linear("mlp/down", p + "mlp.fc2", (Axis.MLP, Axis.EMBED), cfg.mlp_out_bias))
         else:
-            layer["mlp"] = {"up": reader.linear(p + "mlp.fc1", cfg.mlp_bias), "down": reader.linear(p + "mlp.fc2", cfg.down_bias)}
-        params[f"layer_{i}"] = layer
-    return params
+            out += (table.linear("mlp/up", p + "mlp.fc1", (Axis.EMBED, Axis.MLP), cfg.mlp_bias)
+                    + table.linear("mlp/down", p + "mlp.fc2", (Axis.MLP, Axis.EMBED), cfg.mlp_out_bias))
+        return out
+
+    return entries
 
 
 def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
@@ -143,15 +165,17 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
             f"config.json: field 'architectures' = {spec.architectures!r}: NomicBERT has no masked-LM "
             "head for SPLADE here"
         )
-    cfg = transformer_config(spec, dtype, attention)
-    head = load_head = None
+    cfg = parse_config(spec)
+    stack = cfg.stack(dtype, attention)
+    head, head_entries = None, []
     if spec.kind in ("classifier", "reranker"):
-        head, load_head = pooler_classifier(spec, cfg.hidden_size, cfg.dtype, PREFIXES)
-
-    load_params = param_loader(load_encoder, cfg, load_head)
-
+        head, head_entries = pooler_classifier(spec, cfg.hidden_size, dtype, PREFIXES)
+    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + table.norm("encoder/embeddings/norm", "emb_ln"))
+    if cfg.type_vocab_size:
+        encoder += table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
-        encoder=Transformer(cfg), load_params=load_params, head=head,
-        uses_token_types=cfg.type_vocab_size > 1,
-        checkpoint_prefixes=PREFIXES,
+        encoder=Transformer(stack), table=weights, config=cfg, head=head,
+        uses_token_types=cfg.type_vocab_size > 1, checkpoint_prefixes=PREFIXES,
     )

@@ -134,7 +134,7 @@ def test_causal_decoders_match_transformers(family):
 def test_qwen3_bidirectional_attention():
     folder = make_decoder("qwen3", tag="bidirectional", use_bidirectional_attention=True)
     model = tm.load_cached(folder)
-    assert not model.engine.arch.encoder.cfg.causal
+    assert not model.engine.arch.config.causal
     _check_embeddings(model, folder, _texts(seed=5), bidirectional=True)
 
 
@@ -192,7 +192,7 @@ def test_sliding_window_matches_transformers():
     query - key < window on every layer."""
     folder = make_decoder("mistral", tag="window", sliding_window=5)
     model = tm.load_cached(folder)
-    cfg = model.engine.arch.encoder.cfg
+    cfg = model.engine.arch.config
     assert cfg.local_layers == (0, 1) and cfg.local_window == 4
     texts = [t for t in tm.random_texts(np.random.default_rng(3), 8, 8, 30)]
     _check_embeddings(model, folder, texts)

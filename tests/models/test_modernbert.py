@@ -22,7 +22,7 @@ def test_hidden_states_match_transformers():
     tm.write_pooling(folder, "mean")
     arch, params, unused = loaded_params(folder)
     assert unused == [] and shapes_match_module(arch, params)
-    assert arch.encoder.cfg.local_layers == (1,) and arch.encoder.cfg.local_window == 4
+    assert arch.config.local_layers == (1,) and arch.config.local_window == 4
     model = tm.load_cached(folder)
     texts, items = texts_and_items(model, seed=41, n=6, max_words=40)
     out, mask = torch_outputs(folder, items)
@@ -84,8 +84,8 @@ def test_hub_config_spelling_gives_the_same_architecture(tmp_path):
 
     native, _, _ = loaded_params(folder)
     hub, _, _ = loaded_params(_copy_with_config(folder, tmp_path, hub_spelling))
-    assert hub.encoder.cfg == native.encoder.cfg
-    assert (native.encoder.cfg.rope_theta, native.encoder.cfg.local_rope_theta) == (20000.0, 500.0)
+    assert hub.encoder.spec == native.encoder.spec and hub.config == native.config
+    assert (native.config.rope_theta, native.config.local_rope_theta) == (20000.0, 500.0)
 
 
 @pytest.mark.parametrize("field,value", [("rope_scaling", {"rope_type": "yarn", "factor": 4.0}),
