@@ -173,7 +173,11 @@ class Scheduler:
         if self._tokenizers is None:
             items = encode_timed(job, call)
         else:
-            items = self._tokenizers.submit(encode_timed, job, call).result()
+            try:
+                tokenized = self._tokenizers.submit(encode_timed, job, call)
+            except RuntimeError:  # the pool is shut down: stop() was called
+                raise UnhealthyError("the server is shutting down") from None
+            items = tokenized.result()
         futures = self.submit(job.task, items)
         gone = call.gone if call is not None else None
         try:
@@ -235,7 +239,7 @@ class Scheduler:
                 self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
             self.ready.set()
             self._serve()
-        except BaseException as exc:  # a bug here must not leave request threads waiting forever
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("the batching thread stopped on an unexpected error")
             with self._cond:
                 self._dead = exc
