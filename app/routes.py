@@ -303,7 +303,7 @@ def _tokenize_size(texts) -> tuple[int, bool]:
 def decode():
     req = parse(schemas.DecodeRequest)
     model = service().require_ready()
-    batch = inputs.ids_batch(req.ids, field="input_ids")
+    batch = inputs.ids_batch(req.ids)
     count_request(batch.size, batch.is_batch)
     return model.decode(req.ids, req.skip_special_tokens), None
 

@@ -32,7 +32,7 @@ from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
 from .tasks import ModelKind, Operation, Task, operations_for, refusal
-from .tokenization import Encoded, Input, Tokenizer
+from .tokenization import Encoded, Input, Tokenizer, rust_list
 from .weights import WeightReader, load_dense_module, safetensors_files, to_device
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,7 @@ def load(
     if default_prompt_name is not None and default_prompt_name not in spec.prompts:
         raise ModelLoadError(
             f"`default-prompt-name` is set to `{default_prompt_name}` but it was not found in the "
-            f"Sentence Transformers prompts. Available prompts: {sorted(spec.prompts)}"
+            f"Sentence Transformers prompts. Available prompts: {rust_list(spec.prompts)}"
         )
     chunk = _chunk_options(spec, chunk_long_inputs, chunk_overlap)
     prompt = default_prompt

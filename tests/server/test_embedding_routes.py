@@ -68,9 +68,9 @@ def test_embed_all(post):
 
 def test_wrong_model_type_is_424(post):
     cases = {
-        "/embed_sparse": ({"inputs": "a"}, "Model is not an embedding model with SPLADE pooling"),
-        "/predict": ({"inputs": "a"}, "Model is not a classifier model"),
-        "/rerank": ({"query": "a", "texts": ["b"]}, "model is not a re-ranker model"),
+        "/embed_sparse": ({"inputs": "a"}, "Backend error: Model is not an embedding model with SPLADE pooling"),
+        "/predict": ({"inputs": "a"}, "Backend error: Model is not a classifier model"),
+        "/rerank": ({"query": "a", "texts": ["b"]}, "Backend error: model is not a re-ranker model"),
     }
     empty_first = post("/rerank", {"query": "a", "texts": []})  # TEI: Empty before the model type
     assert empty_first.status_code == 400 and empty_first.json()["error_type"] == "Empty"
@@ -128,7 +128,7 @@ def test_tokenize_and_decode(post):
     assert post("/decode", {"ids": [[101, 2054, 102], [2003]], "skip_special_tokens": False}).json() == [
         "[CLS] what [SEP]", "is"]
     empty = post("/decode", {"ids": []})
-    assert empty.status_code == 400 and empty.json()["error"] == "`input_ids` cannot be empty"
+    assert empty.status_code == 400 and empty.json()["error"] == "`ids` cannot be empty"
     assert post("/tokenize", {"inputs": ""}).status_code == 400
 
 

@@ -65,10 +65,11 @@ def test_embed_shapes_headers_and_token_ids(embedder):
     ({"inputs": ["a"] * 33}, 422, "Validation", "batch size 33 > maximum allowed batch size 32"),
     ({"inputs": "word " * 300, "truncate": False}, 422, "Validation",
      "Input validation error: `inputs` must have less than 128 tokens. Given: 302"),
-    ({"inputs": "x", "dimensions": 0}, 422, "Validation", "`dimensions` should be positive"),
+    ({"inputs": "x", "dimensions": 0}, 422, "Validation", "Input validation error: `dimensions` should be positive"),
     ({"inputs": "x", "dimensions": 33}, 422, "Validation",
-     "`dimensions` should be smaller than the maximum embedding dimension."),
-    ({"inputs": "x", "prompt_name": "nope"}, 422, "Validation", None),
+     "Input validation error: `dimensions` should be smaller than the maximum embedding dimension."),
+    ({"inputs": "x", "prompt_name": "nope"}, 422, "Validation", "Input validation error: `default-prompt-name` is "
+     "set to `nope` but no prompts were found in the Sentence Transformers configuration"),
     ({"inputs": [999999999]}, 400, "Empty", "Input validation error: `inputs` cannot be empty"),  # TEI drops it
 ])
 def test_embed_errors(embedder, body, status, error_type, message):
@@ -108,7 +109,7 @@ def test_embed_all_similarity_openai_tokenize_decode(embedder):
     [tokens] = embedder.post("/tokenize", json={"inputs": "What is"}).json
     assert [t["id"] for t in tokens] == [101, 2054, 2003, 102]
     assert embedder.post("/decode", json={"ids": [2054, 2003]}).json == ["what is"]
-    assert embedder.post("/decode", json={"ids": []}).json["error"] == "`input_ids` cannot be empty"
+    assert embedder.post("/decode", json={"ids": []}).json["error"] == "`ids` cannot be empty"
 
 
 def test_default_routes_vertex_and_info(embedder):
@@ -133,7 +134,8 @@ def test_wrong_model_type_is_424(embedder, classifier):
              (classifier, "/rerank", {"query": "a", "texts": ["b"]}, "model is not a re-ranker model")]
     for client, path, body, message in cases:
         response = client.post(path, json=body)
-        assert response.status_code == 424 and response.json == {"error": message, "error_type": "Backend"}, path
+        assert response.status_code == 424, path
+        assert response.json == {"error": f"Backend error: {message}", "error_type": "Backend"}, path
     # TEI's order: an empty input before the model type
     assert embedder.post("/rerank", json={"query": "a", "texts": []}).json["error_type"] == "Empty"
 
@@ -168,8 +170,10 @@ def test_splade_shapes_and_429(splade):
     for item in entries:
         assert [e["index"] for e in item] == sorted(e["index"] for e in item) and all(e["value"] > 0 for e in item)
     refused = splade.post("/embed", json={"inputs": "the cat"})
-    assert refused.status_code == 424 and refused.json["error"] == "`normalize` is not available for SPLADE models"
-    assert splade.post("/embed_all", json={"inputs": "x"}).json["error"] == "`embed_all` is not available for SPLADE models"
+    assert refused.status_code == 424
+    assert refused.json["error"] == "Backend error: `normalize` is not available for SPLADE models"
+    assert splade.post("/embed_all", json={"inputs": "x"}).json["error"] == (
+        "Backend error: `embed_all` is not available for SPLADE models")
     assert splade.post("/", json={"inputs": "the cat"}).json == [entries[0]]
     over = splade.post("/embed_sparse", json={"inputs": ["a", "b", "c", "d", "e"]})  # 4 permits
     assert over.status_code == 429 and over.json == {"error": "Model is overloaded", "error_type": "Overloaded"}
