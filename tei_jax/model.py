@@ -167,7 +167,9 @@ class Model:
         self._run(self.engine.tasks[0], lambda: [probe], call)
 
     # Embeddings ------------------------------------------------------------------------------
-    def _check_embed_options(self, normalize: bool, dimensions: int | None) -> None:
+    def check_embed_options(self, normalize: bool, dimensions: int | None) -> None:
+        """Raise what `embed` would raise for these options, before any input is read."""
+        self.require(Operation.EMBED)
         if self.spec.pooling == "splade" and normalize:
             raise BackendError("`normalize` is not available for SPLADE models")
         if dimensions is not None:
@@ -180,8 +182,7 @@ class Model:
               truncation_direction: str = "right", prompt_name: str | None = None,
               dimensions: int | None = None, *, call: Call | None = None) -> np.ndarray:
         """Pooled embeddings, float32 [n, d] (n = 1 for a single input)."""
-        self.require(Operation.EMBED)
-        self._check_embed_options(normalize, dimensions)
+        self.check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
         if self.chunk is None:
             outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
