@@ -81,6 +81,8 @@ class Engine:
             pooled = pool(hidden, segment_ids, slots, spec.pooling)
             if dense is not None:
                 pooled = dense.apply({"params": params["dense"]}, pooled)
+            if self.arch.pooled_transform is not None:
+                pooled = self.arch.pooled_transform(pooled)
             return pooled
 
         return forward
