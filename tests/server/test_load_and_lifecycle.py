@@ -79,6 +79,7 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
             first_done.set()
             return response.status_code
 
+        early = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # connected, quiet
         with ThreadPoolExecutor(max_workers=15) as pool:
             futures = [pool.submit(call, i) for i in range(15)]
             # (_total: the older names, for runs against an older checkout)
@@ -89,8 +90,6 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
                     break
                 assert not first_done.is_set() or len(finished) < len(futures)
                 time.sleep(0.01)
-            early = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # connected, quiet
-            time.sleep(0.2)
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             refused_at = _refused(server.port, within=20)
