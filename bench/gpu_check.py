@@ -9,7 +9,7 @@ either way the next step runs):
 
   machine   nvidia-smi, JAX/jaxlib/CUDA plugin/torch versions, devices, and the measured bf16
             matmul peak (random 8192^2 inputs, jnp, best of 10 timings of 10 products)
-  pytest    `pytest -m gpu tests/gpu tests/kernels` (kernel at every dtype, each family's 16-bit
+  pytest    `pytest -m gpu tests/kernels tests/gpu` (kernel at every dtype, each family's 16-bit
             parity against torch on the same GPU), junit XML parsed per test
   fixed512  engine bench on a bge-base-shaped random BERT (written once, loaded by every later
             step): 512 tokens, bf16, batch budget 16384, xla/cudnn/pallas side by side against
@@ -82,7 +82,7 @@ class Sizes:
 GPU = Sizes(preset="bge-base", dtype="bfloat16", peer_dtype="float16", max_batch_tokens=16384, peak_size=8192,
             fixed_count=1024, fixed_batch=256, fixed_rounds=5, query_count=200, query_rounds=3,
             mixed_count=1024, mixed_rounds=5, trace_count=64, server_batch_tokens=16384,
-            pytest_targets=("tests/gpu", "tests/kernels"),
+            pytest_targets=("tests/kernels", "tests/gpu"),  # kernel tests first: they decide pallas
             budget=360.0,
             timeouts={"machine": 45, "pytest": 100, "fixed512": 100, "query16": 50, "mixed": 70, "startup": 100,
                       "trace": 30})
@@ -219,13 +219,19 @@ def _failure(code: int | None, tail: str) -> str:
 # Steps ---------------------------------------------------------------------------------------
 
 MACHINE_CODE = """
-import json, sys
+import json, os, sys
 from tei_jax.bench import machine
 info = machine.describe()
 info["accelerator"] = machine.accelerator()
 import jax, jaxlib
 info["jax_version"], info["jaxlib_version"] = jax.__version__, jaxlib.__version__
 info["jax_devices"] = [repr(d) for d in jax.devices()]
+try:
+    from jax.extend import backend as _backend
+    info["platform_version"] = _backend.get_backend().platform_version  # CUDA / cuDNN as XLA sees them
+except Exception as e:
+    info["platform_version"] = f"unavailable: {e}"
+info["env"] = {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_", "CUDA_", "TEI_JAX_"))}
 try:
     info["device_memory"] = {k: v for k, v in (jax.devices()[0].memory_stats() or {}).items() if "limit" in k}
 except Exception as e:
@@ -277,9 +283,11 @@ def step_pytest(check: Check) -> dict:
     code, _ = check.run("pytest", command, check.step_timeout("pytest"))
     if xml.exists():
         result = parse_junit(xml)
+        result["complete"] = True
     else:  # killed before pytest wrote the XML: the verbose lines say what finished
         result = parse_verbose((check.work / "pytest.out").read_text(errors="replace"))
         result["note"] = "timed out: outcomes read from pytest's verbose lines (tests still running are missing)"
+        result["complete"] = False
     result["exit_code"] = code
     if code not in (0, None) and not result.get("cases"):
         raise StepFailed(_failure(code, (check.work / "pytest.out").read_text(errors="replace")[-4000:]))

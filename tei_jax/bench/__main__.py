@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--router", default="", help="server: command that starts our server "
                    "(default: python -m app.cli from a checkout, else text-embeddings-router)")
     p.add_argument("--server-args", default="", help="server: extra arguments for text-embeddings-router")
+    p.add_argument("--protocol", nargs="+", choices=server_mode.PROTOCOLS, default=["http"],
+                   help="server: what to measure on our server, in the same run: http (and the peer), grpc "
+                        "(tei.v1 Embed unary and EmbedStream, on --grpc-port of the same process), or both")
     p.add_argument("--peer-args", default="", help="server: extra arguments for infinity_emb v2")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="server: seconds to wait for readiness")
     p.add_argument("--allow-cpu", action="store_true", help="run a GPU-sized preset on CPU anyway")
@@ -94,8 +97,10 @@ def run(args: argparse.Namespace) -> dict:
             requests=args.requests, rounds=args.rounds, warmup_seconds=args.warmup_seconds, dtype=args.dtype,
             peer=args.peer, seed=args.seed, startup_timeout=args.startup_timeout,
             ours_args=tuple(args.server_args.split()), peer_args=tuple(args.peer_args.split()),
-            work_dir=args.work_dir, allow_cpu=args.allow_cpu, router=tuple(args.router.split()))
-        progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
+            work_dir=args.work_dir, allow_cpu=args.allow_cpu, router=tuple(args.router.split()),
+            protocols=tuple(dict.fromkeys(args.protocol)))
+        targets = ("http" in args.protocol) * (2 if args.peer else 1) + ("grpc" in args.protocol) * 2
+        progress = Progress(args.rounds * targets, enabled=not args.quiet)
         try:
             result = server_mode.run(options, progress)
         finally:

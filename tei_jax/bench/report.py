@@ -13,12 +13,13 @@ ENGINE_COLUMNS = [("system", "{}"), ("dtype", "{}"), ("tokens/s", "{:.0f}"), ("s
                   ("best tok/s", "{:.0f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
 SERVER_COLUMNS = [("system", "{}"), ("req/s", "{:.1f}"), ("seq/s", "{:.1f}"), ("tokens/s", "{:.0f}"),
                   ("p50 ms", "{:.1f}"), ("p99 ms", "{:.1f}"), ("failed", "{}"), ("pad eff", "{:.1%}"),
-                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x")]
+                  ("ratio", "{:.2f}x"), ("best req/s", "{:.1f}"), ("best ratio", "{:.2f}x"), ("paired", "{:.2f}x"),
+                  ("vs http", "{:.2f}x")]
 KEYS = {"system": "system", "dtype": "dtype", "tokens/s": "tokens_per_s", "seq/s": "sequences_per_s",
         "req/s": "requests_per_s", "p50 ms": "p50_ms", "p99 ms": "p99_ms", "pad eff": "padding_efficiency",
         "ratio": "ratio_to_peer", "failed": "failed", "peak": "fraction_of_peak",
         "best tok/s": "tokens_per_s_best", "best req/s": "requests_per_s_best", "best ratio": "ratio_to_peer_best",
-        "paired": "ratio_paired_median"}
+        "paired": "ratio_paired_median", "vs http": "ratio_to_http"}
 
 
 def _cell(fmt: str, value) -> str:
@@ -48,8 +49,9 @@ def table(result: dict, show_peak: bool = False) -> str:
 
 
 def with_ratios(result: dict) -> dict:
-    """Fill in best-round and paired ratios (each of ours against the peer, which is last)."""
-    systems = list(result["systems"].values())
+    """Fill in best-round and paired ratios (each of ours against the peer, which is last).
+    gRPC rows (server mode --protocol grpc) are compared with our HTTP row instead."""
+    systems = [s for s in result["systems"].values() if s.get("protocol") != "grpc"]
     rate = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     if len(systems) >= 2 and all(rate + "_best" in s for s in systems):
         peer = systems[-1]

@@ -1,8 +1,10 @@
-"""Server mode: HTTP load at our server and at infinity-emb serving the same model folder.
+"""Server mode: HTTP load at our server and at infinity-emb serving the same model folder,
+and with `protocols` including "grpc", tei.v1 load at our server's gRPC port (unary Embed
+calls, and one EmbedStream per client) from the same process, model and queue.
 
-Both servers run side by side (started once, warmed up), and the measured rounds alternate
-between them: ours first on even rounds, the peer first on odd ones. Each request carries
-`batch_size` texts from the workload; clients are closed-loop (see loadgen.py).
+The servers run side by side (started once, warmed up), and the measured rounds rotate
+through every target (each round starts one later). Each request carries `batch_size` texts
+from the workload; clients are closed-loop (see loadgen.py and grpc_loadgen.py).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import tempfile
 from pathlib import Path
 
 from ..config import load_spec
-from . import presets, servers, workloads
-from .loadgen import drive
+from . import grpc_loadgen, loadgen, presets, servers, workloads
 from .progress import Progress, Silent
 from .stats import percentiles_ms, summarize_rounds
 
 OURS, PEER = "tei-jax", "infinity-emb"
+PROTOCOLS = ("http", "grpc")
+GRPC_UNARY, GRPC_STREAM = f"{OURS} grpc", f"{OURS} grpc-stream"
 
 
 @dataclasses.dataclass
@@ -40,6 +43,14 @@ class ServerOptions:
     router: tuple[str, ...] = ()  # command that starts our server (default: servers.router_command())
     work_dir: Path | None = None
     allow_cpu: bool = False
+    protocols: tuple[str, ...] = ("http",)  # "grpc": also (or only) our gRPC port, unary and stream
+
+
+def drive(target, bodies, concurrency: int, duration: float | None = None, requests: int | None = None) -> dict:
+    """Closed-loop load at one target, over HTTP or gRPC."""
+    if isinstance(target, grpc_loadgen.GrpcTarget):
+        return grpc_loadgen.drive(target, bodies, concurrency, duration=duration, requests=requests)
+    return loadgen.drive(target.port, target.path, bodies, concurrency, duration=duration, requests=requests)
 
 
 def _device() -> str:
@@ -65,14 +76,24 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
     started: list[servers.ServerProcess] = []
     targets: list[servers.Target] = []
     startup: dict[str, float] = {}
+    unknown = set(options.protocols) - set(PROTOCOLS)
+    if unknown or not options.protocols:
+        raise ValueError(f"protocols must be among {PROTOCOLS}, got {options.protocols}")
+    grpc_port = servers.free_port() if "grpc" in options.protocols else None
+    ours_args = [*options.ours_args, *(["--grpc-port", str(grpc_port)] if grpc_port else [])]
     try:
         say("starting tei-jax server (it compiles its shapes before answering)")
         process, target = servers.start_ours(folder, servers.free_port(), log_dir, options.dtype,
-                                             options.ours_args, options.router or None)
+                                             ours_args, options.router or None)
         started.append(process)
         startup[OURS] = process.wait_ready(target, options.startup_timeout)
-        targets.append(target)
-        if options.peer:
+        http_target = target
+        if "http" in options.protocols:
+            targets.append(target)
+        if grpc_port:
+            targets += [grpc_loadgen.GrpcTarget(GRPC_UNARY, grpc_port, grpc_loadgen.UNARY),
+                        grpc_loadgen.GrpcTarget(GRPC_STREAM, grpc_port, grpc_loadgen.STREAM)]
+        if options.peer and "http" in options.protocols:
             if servers.find_infinity() is None:
                 say("infinity-emb is not installed: measuring tei-jax alone")
             else:
@@ -85,14 +106,15 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
         bodies = {t.name: [t.body(g) for g in groups] for t in targets}
         for target in targets:
             say(f"warming up {target.name} under load ({options.warmup_seconds:.0f}s)")
-            drive(target.port, target.path, bodies[target.name], options.concurrency, duration=options.warmup_seconds)
+            drive(target, bodies[target.name], options.concurrency, duration=options.warmup_seconds)
 
         per_system = {t.name: {"rounds": [], "latencies": []} for t in targets}
         for index in range(options.rounds):
-            order = targets if index % 2 == 0 else targets[::-1]
+            shift = index % len(targets)
+            order = targets[shift:] + targets[:shift]  # each target leads a round in turn
             for target in order:
                 progress.step(f"round {index + 1}/{options.rounds}: {target.name}")
-                outcome = drive(target.port, target.path, bodies[target.name], options.concurrency,
+                outcome = drive(target, bodies[target.name], options.concurrency,
                                 duration=options.duration, requests=options.requests)
                 if outcome["failed"]:
                     say(f"{target.name}: {outcome['failed']} failed requests ({', '.join(outcome['failure_kinds'])})")
@@ -104,7 +126,7 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
                     "requests_per_s": done / outcome["seconds"],
                     "sequences_per_s": done * options.batch_size / outcome["seconds"],
                     "tokens_per_s": tokens / outcome["seconds"]})
-        padding = servers.scrape_metric(targets[0].port, "padding_efficiency")
+        padding = servers.scrape_metric(http_target.port, "padding_efficiency")
     finally:
         for process in reversed(started):
             process.stop()
@@ -123,9 +145,14 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
             "startup_seconds": startup.get(target.name),
             "rounds": data["rounds"],
             **percentiles_ms(data["latencies"]),
+            "protocol": "grpc" if isinstance(target, grpc_loadgen.GrpcTarget) else "http",
         }
-    results[OURS]["padding_efficiency"] = padding
-    if PEER in results:
+    if OURS in results:
+        results[OURS]["padding_efficiency"] = padding
+        for name in (GRPC_UNARY, GRPC_STREAM):
+            if name in results:
+                results[name]["ratio_to_http"] = results[name]["requests_per_s"] / results[OURS]["requests_per_s"]
+    if PEER in results and OURS in results:
         results[OURS]["ratio_to_peer"] = results[OURS]["requests_per_s"] / results[PEER]["requests_per_s"]
         results[PEER]["ratio_to_peer"] = 1.0
         results[OURS]["ratio_to_peer_best"] = results[OURS]["requests_per_s_best"] / results[PEER]["requests_per_s_best"]
@@ -142,7 +169,8 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
         "duration_s": options.duration,
         "requests": options.requests,
         "rounds": options.rounds,
-        "headline": "median over alternating rounds (best round also given)",
+        "protocols": list(options.protocols),
+        "headline": "median over rounds in rotating order (best round also given)",
         "server_logs": str(log_dir),
         "commands": {p.name: p.command for p in started},
         "peer_version": servers.infinity_version(servers.find_infinity()) if PEER in results else None,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cuda_target import lowering_target
 from tei_jax.kernels import flash_attention as fa
 from tei_jax.kernels.flash_attention import flash_attention, kv_block_ranges
 from tei_jax.models import attention
@@ -230,7 +231,8 @@ def test_lowers_to_triton(dtype):
         def run(q, k, v, s, extra=extra):
             return flash_attention(q, k, v, segment_ids=s, interpret=False, **extra)
 
-        text = jax.jit(run).trace(q, kv, kv, seg).lower(lowering_platforms=("cuda",)).as_text()
+        with lowering_target():
+            text = jax.jit(run).trace(q, kv, kv, seg).lower(lowering_platforms=("cuda",)).as_text()
         assert "__gpu$xla.gpu.triton" in text, (head_dim, extra)
 
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from cuda_target import lowering_target
 from tei_jax.kernels import flash_attention as fa
 from tei_jax.models.attention import alibi_slopes
 
@@ -43,7 +44,7 @@ CONFIGS = [  # name, dtype, head_dim, kv_heads, options
 ]
 
 
-def triton_ir(dtype, head_dim: int, kv_heads: int, options: dict) -> str:
+def triton_ir(dtype, head_dim: int, kv_heads: int, options: dict, cc: int = 90) -> str:
     """The kernel's Triton module as text, without location info."""
     real_call = pl.pallas_call
 
@@ -58,7 +59,8 @@ def triton_ir(dtype, head_dim: int, kv_heads: int, options: dict) -> str:
         return fa.flash_attention(q, k, v, segment_ids=s, interpret=False, **options)
 
     printed = io.StringIO()
-    with mock.patch.object(fa.pl, "pallas_call", with_debug), contextlib.redirect_stdout(printed):
+    with mock.patch.object(fa.pl, "pallas_call", with_debug), contextlib.redirect_stdout(printed), \
+            lowering_target(cc):
         jax.jit(run).trace(q, kv, kv, seg).lower(lowering_platforms=("cuda",))
     text = printed.getvalue()
     lines = [line for line in text[text.index("module @"):].splitlines() if not line.startswith("#loc")]
@@ -70,7 +72,7 @@ def triton_ir(dtype, head_dim: int, kv_heads: int, options: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 80 or 90")
+    parser.add_argument("--cc", type=int, default=90, choices=(80, 90), help="compute capability")
     args = parser.parse_args()
     import triton
     from triton.backends.compiler import GPUTarget
@@ -79,7 +81,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, dtype, head_dim, kv_heads, options in CONFIGS:
             path = Path(tmp) / f"{name}.ttir"
-            path.write_text(triton_ir(dtype, head_dim, kv_heads, options))
+            path.write_text(triton_ir(dtype, head_dim, kv_heads, options, args.cc))
             warps = 4 if head_dim <= 64 else 8  # the kernel's own default
             try:
                 kernel = triton.compile(str(path), target=GPUTarget("cuda", args.cc, 32),
@@ -90,7 +92,7 @@ def main() -> int:
                 continue
             print(f"ok   {name}: sm_{args.cc} cubin {len(kernel.asm['cubin'])} bytes, "
                   f"shared memory {kernel.metadata.shared} bytes")
-    print(f"triton {triton.__version__}: {len(CONFIGS) - failures}/{len(CONFIGS)} compiled")
+    print(f"jax {jax.__version__}, triton {triton.__version__}: {len(CONFIGS) - failures}/{len(CONFIGS)} compiled")
     return 1 if failures else 0
 
 

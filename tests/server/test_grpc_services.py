@@ -5,6 +5,7 @@ metrics, and the same numbers as over HTTP."""
 from __future__ import annotations
 
 import re
+import time
 
 import grpc
 import numpy as np
@@ -304,3 +305,23 @@ def test_splade_sparse_embeddings_equal_http(splade_server):
         dense = stub.Embed(pb.EmbedRequest(inputs="the cat", normalize=False))
         assert len(dense.embeddings) > 0
         assert refused(stub.EmbedAll, pb.EmbedAllRequest(inputs="a")).code() == Code.FAILED_PRECONDITION
+
+
+def test_a_cancelled_stream_frees_its_permits(reranker_server):
+    with channel(reranker_server) as ch:
+        stub = rpc.PredictStub(ch)
+        stream = stub.PredictStream(iter([pb.PredictRequest(inputs=f"text {i} " * 20, truncate=True)
+                                          for i in range(300)]))
+        for _ in range(5):
+            next(stream)
+        stream.cancel()
+        # Then a call that needs all 8 permits at once gets them (the stream's were all returned).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = rpc.RerankStub(ch).Rerank(pb.RerankRequest(query=QUERY, texts=["b"] * 8))
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == Code.RESOURCE_EXHAUSTED and time.monotonic() < deadline, exc
+                time.sleep(0.2)
+        assert len(answer.ranks) == 8
