@@ -48,11 +48,31 @@ def batch_size_error(size: int, limit: int) -> TEIError:
     return ValidationError(f"batch size {size} > maximum allowed batch size {limit}")
 
 
+# TEI's handlers answer these checks themselves, with the bare text; everything else comes
+# out of its core as a TextEmbeddingsError, whose Display adds the type's prefix.
+HANDLER_MESSAGES = frozenset({"`inputs` cannot be empty", "`texts` cannot be empty", "`ids` cannot be empty",
+                              "`inputs.sentences` cannot be empty"})
+PREFIX = {"Backend": "Backend error: ", "Validation": "Input validation error: ",
+          "Empty": "Input validation error: "}
+
+
+def tei_text(error: TEIError) -> str:
+    """The error text TEI would send for this error."""
+    message = error.message
+    prefix = PREFIX.get(error.error_type)
+    if prefix is None or message.startswith(prefix) or message in HANDLER_MESSAGES:
+        return message
+    if message.startswith("batch size "):
+        return message
+    return prefix + message
+
+
 def tei_response(error: TEIError, openai: bool = False) -> Response:
     """The JSON body and status of a TEI error (OpenAI shape on the OpenAI routes)."""
     status = STATUS.get(error.error_type, 424)
+    message = tei_text(error)
     if openai:
-        body = {"message": error.message, "code": status, "type": error.error_type}
+        body = {"message": message, "code": status, "type": error.error_type}
     else:
-        body = {"error": error.message, "error_type": error.error_type}
+        body = {"error": message, "error_type": error.error_type}
     return Response(orjson.dumps(body), status=status, mimetype="application/json")

@@ -1,8 +1,11 @@
-"""The gunicorn application: one gthread worker owns the device; its threads do the I/O.
+"""The gunicorn application: one worker owns the device; its threads run the requests.
 
+The worker (`app.worker.TEIWorker`, gthread's model) reads every request completely in its
+main loop before one of its `--worker-threads` takes it, so slow clients hold no thread.
 The master never imports JAX state: the Flask app (and with it the model) is built in the
-worker after fork (`preload_app` stays off). SIGTERM makes the worker stop accepting, answer
-every request it already accepted (up to `--graceful-timeout` seconds), then stop the batcher.
+worker after fork (`preload_app` stays off). SIGTERM makes the worker close its listening
+socket, answer every request it already received (up to `--graceful-timeout` seconds), then
+stop the batcher.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class TEIApplication(BaseApplication):
         options = {
             "bind": [s.bind],
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": worker_class(s.payload_limit),
             "threads": s.worker_threads,
             "worker_connections": max(1000, s.max_concurrent_requests + s.worker_threads),
             "timeout": WORKER_TIMEOUT_S,
@@ -63,6 +66,13 @@ class TEIApplication(BaseApplication):
             service = self.flask_app.config["TEI_SERVICE"]
             self.flask_app.config["TEI_GRPC_SERVER"] = serve_beside(service, self.settings)
         return self.flask_app
+
+
+def worker_class(payload_limit: int) -> type:
+    """TEIWorker with this server's body limit (gunicorn builds the worker from a class)."""
+    from .worker import TEIWorker
+
+    return type("TEIWorker", (TEIWorker,), {"payload_limit": payload_limit})
 
 
 def _worker_exit(server, worker) -> None:

@@ -2,7 +2,7 @@
 
 The tokenizer.json of many models carries fixed padding and truncation settings; we switch
 them off and keep three read-only tokenizers (no truncation, truncate right, truncate left) so
-concurrent request threads never mutate shared state.
+the threads that tokenize at once (the server's tokenization workers) never mutate shared state.
 """
 
 from __future__ import annotations
@@ -77,10 +77,13 @@ class Tokenizer:
         """The text to prepend: the named prompt, else the default prompt, else None."""
         if prompt_name is None:
             return self.default_prompt
+        if not self.prompts:
+            raise ValidationError(f"`default-prompt-name` is set to `{prompt_name}` but no prompts were found "
+                                  "in the Sentence Transformers configuration")
         if prompt_name not in self.prompts:
             raise ValidationError(
                 f"`default-prompt-name` is set to `{prompt_name}` but it was not found in the "
-                f"Sentence Transformers prompts. Available prompts: {sorted(self.prompts)}"
+                f"Sentence Transformers prompts. Available prompts: {rust_list(self.prompts)}"
             )
         return self.prompts[prompt_name]
 
@@ -90,7 +93,7 @@ class Tokenizer:
             raise EmptyInputError("`inputs` cannot be empty")
         bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0]
         if bad:
-            raise TokenizerError(f"tokenizer error: token id {bad[0]!r} is not a token id")
+            raise TokenizerError(f"tokenizer error token id {bad[0]!r} is not a token id")
         # As TEI: the ids are decoded, and decoding drops ids outside the vocabulary.
         return self._plain.decode([i for i in ids if i < self.vocab_size], skip_special_tokens=skip_special)
 
@@ -151,7 +154,7 @@ class Tokenizer:
         try:
             encoding = tokenizer.encode(text, pair, add_special_tokens=special)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error: {exc}") from exc
+            raise TokenizerError(f"tokenizer error {exc}") from exc
         n = len(encoding.ids)
         if n > self.max_input_length:
             raise ValidationError(
@@ -175,7 +178,7 @@ class Tokenizer:
             encoding = self._plain.encode((prompt or "") + text)
             prompt_ids = self._plain.encode(prompt, add_special_tokens=False).ids if prompt else []
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error: {exc}") from exc
+            raise TokenizerError(f"tokenizer error {exc}") from exc
         ids, mask = encoding.ids, encoding.special_tokens_mask
         lead = next((i for i, special in enumerate(mask) if not special), len(ids))
         trail = next((i for i, special in enumerate(reversed(mask)) if not special), 0)
@@ -194,7 +197,7 @@ class Tokenizer:
         try:
             encoding = self._plain.encode(full, add_special_tokens=add_special_tokens)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error: {exc}") from exc
+            raise TokenizerError(f"tokenizer error {exc}") from exc
         byte_at = _char_to_byte_offsets(full)
         tokens = []
         for token_id, token, special_mask, (start, stop) in zip(
@@ -216,7 +219,12 @@ class Tokenizer:
         try:
             return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error: {exc}") from exc
+            raise TokenizerError(f"tokenizer error {exc}") from exc
+
+
+def rust_list(names) -> str:
+    """Names as Rust's `{:?}` prints them (TEI's error texts): ["a", "b"]."""
+    return "[" + ", ".join(f'"{name}"' for name in names) + "]"
 
 
 def _append_token(tokenizer: HFTokenizer, token: tuple[str, int] | None) -> None:

@@ -80,7 +80,10 @@ def test_gpu_parity_tests_find_the_family_factories_they_use():
     import test_gpu_parity
 
     assert test_gpu_parity.missing_factories() == []
-    assert set(test_gpu_parity.TORCH_FAMILIES) >= {"bert", "nomic_bert", "gte", "modernbert", "mpnet", "qwen3"}
+    from tei_jax import models
+
+    covered = set(test_gpu_parity.MODEL_TYPES.values()) | set(test_gpu_parity.COVERED_BY)
+    assert set(models.supported_model_types()) <= covered, "a family without a GPU parity test"
 
 
 def test_unknown_step_is_refused():
@@ -149,5 +152,5 @@ def test_targets_and_final_table(tmp_path):
                               "mixed": {"status": "timeout", "seconds": 9.0, "error": "timed out: ...\n(phase: warmup)"}}
     gpu_check.finish(check)
     table = (tmp_path / "o" / "table.txt").read_text()
-    assert "MISS fixed512 bf16 (xla) >= 1.3x ST fp16: 1.1" in table and "mixed     timeout" in table
+    assert "MISS fixed512 bfloat16 (xla) >= 1.3x ST bfloat16: 1.1" in table and "mixed     timeout" in table
     assert table.rstrip().splitlines()[-1].startswith('recommendation: AUTO_BY_BACKEND["gpu"] = "xla"')

@@ -1,10 +1,12 @@
-"""Mistral, Qwen2 and Qwen3: decoder-only LLMs used as embedders (e5-mistral, SFR-Embedding,
-gte-Qwen2-instruct, stella, Qwen3-Embedding, voyage-4-nano).
+"""Mistral, Qwen2, Qwen3 and Llama: decoder-only LLMs used as embedders (e5-mistral,
+SFR-Embedding, gte-Qwen2-instruct, stella, Qwen3-Embedding, voyage-4-nano, the bidirectional
+Llama embedders such as NVIDIA's Nemotron `llama_bidirec`).
 
-The three share one pre-norm RMSNorm stack with rotary positions, grouped-query attention and
+They share one pre-norm RMSNorm stack with rotary positions, grouped-query attention and
 a gated SiLU MLP under the same checkpoint names, so they are one module with per-family facts
 as data: which projections carry biases, Qwen3's per-head q/k norms and its optional output
-projection. The embedding is usually the last token's state, which right padding leaves exact:
+projection, Llama's `attention_bias` on every attention projection and `mlp_bias`. Rotary
+scalings (linear, dynamic, YaRN, Llama 3) are read by rope.py. The embedding is usually the last token's state, which right padding leaves exact:
 a causal query never sees the padding after it. Sliding-window layers differ from the others
 only in their window, so the stack scans each run of like layers.
 """
@@ -21,6 +23,8 @@ from ..errors import ModelLoadError
 from . import table
 from .architecture import Architecture
 from .fields import FamilyConfig, derived, json_field
+from .rope import RopeScalingSpec
+from .rope import parse as parse_rope
 from .heads import ClassificationHead
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
                      QKNorm, RotarySpec, StackSpec, Transformer, dense)
@@ -28,7 +32,7 @@ from .table import Axis, Tensor, WeightTable
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("mistral", "qwen2", "qwen3")
+MODEL_TYPES = ("mistral", "qwen2", "qwen3", "llama", "llama_bidirec")
 UNUSED_OK = ("/lm_head.", "/score.", "/linear.")
 
 
@@ -41,6 +45,7 @@ class DecoderFamily:
     qk_norm: bool = False
     projection: bool = False  # Qwen3's optional bias-free `linear` [num_labels, hidden]
     window_layers_field: str | None = None  # sliding only on layers >= this field (Qwen)
+    bidirectional: bool = False  # attends both ways unless config.json says is_causal (llama_bidirec)
 
 
 FAMILIES = {
@@ -48,6 +53,11 @@ FAMILIES = {
     "qwen2": DecoderFamily(qkv_bias=True, out_bias=False, window_layers_field="max_window_layers"),
     "qwen3": DecoderFamily(qkv_bias=None, out_bias=None, qk_norm=True, projection=True,
                            window_layers_field="max_window_layers"),
+    "llama": DecoderFamily(qkv_bias=None, out_bias=None),
+    "llama_bidirec": DecoderFamily(qkv_bias=None, out_bias=None, bidirectional=True),
+    # pplx.py: Qwen3 layers, bidirectional (TEI's Pplx1 = its Qwen3 with the config's flag).
+    "bidirectional_pplx_qwen3": DecoderFamily(qkv_bias=None, out_bias=None, qk_norm=True,
+                                              bidirectional=True),
 }
 
 
@@ -63,8 +73,10 @@ class DecoderConfig(FamilyConfig):
     norm_eps: float = json_field("rms_norm_eps", default=1e-6)
     activation: Activation = json_field("hidden_act", default="silu")
     attention_bias: bool = json_field("attention_bias", default=False)
+    mlp_bias: bool = json_field("mlp_bias", default=False)  # Llama
     partial_rotary_factor: float = json_field("partial_rotary_factor", default=1.0, allowed=(1.0,))
     rope_theta: float = derived()
+    rope_scaling: RopeScalingSpec | None = derived()
     causal: bool = derived()
     local_layers: tuple[int, ...] = derived()  # layers with a sliding window
     local_window: int = derived()  # there a token sees keys at most this many positions away
@@ -85,36 +97,32 @@ class DecoderConfig(FamilyConfig):
                 out_bias=self.attention_bias if f.out_bias is None else f.out_bias,
                 causal=self.causal, qk_norm=QKNorm.PER_HEAD if f.qk_norm else QKNorm.NONE,
                 implementation=attention),
-            mlp=MLPSpec(self.intermediate_size, self.activation, MLPKind.GATED, bias=False, out_bias=False),
+            mlp=MLPSpec(self.intermediate_size, self.activation, MLPKind.GATED, bias=self.mlp_bias,
+                        out_bias=self.mlp_bias),
             variants=tuple(local if i in self.local_layers else LayerVariant() for i in range(self.num_layers)),
             norm=NormSpec(NormKind.RMS, self.norm_eps, bias=False), positions=PositionKind.ROTARY,
             prenorm=True, embedding_norm=False, final_norm=True,
-            rotary=RotarySpec(self.dim_per_head, self.rope_theta), dtype=dtype,
+            rotary=RotarySpec(self.dim_per_head, self.rope_theta, scaled=self.rope_scaling), dtype=dtype,
         )
 
 
 def rope_theta(config: dict) -> float:
-    """rope_theta (older configs) or rope_parameters.rope_theta (transformers 5); scaled
-    variants are refused by name rather than run with the wrong frequencies."""
-    params = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling")
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-        raise ModelLoadError(f"config.json: field 'rope_scaling' = {scaling!r} is not supported")
-    if params.get("rope_type", "default") != "default":
-        raise ModelLoadError(
-            f"config.json: field 'rope_parameters.rope_type' = {params['rope_type']!r} is not supported"
-        )
-    return float(config.get("rope_theta") or params.get("rope_theta") or 10000.0)
+    """rope_theta (older configs) or rope_parameters.rope_theta (transformers 5); rope types
+    rope.py does not run are refused by name rather than run with the wrong frequencies."""
+    return parse_rope(config)[0]
 
 
 def is_causal(spec: ModelSpec) -> bool:
     """Decoders attend causally unless the config says otherwise: Qwen3's
-    use_bidirectional_attention, an explicit is_causal, or the remote-code Qwen2Model."""
+    use_bidirectional_attention, an explicit is_causal, the remote-code Qwen2Model, or a
+    bidirectional family (llama_bidirec, pplx) whose config does not set the flag false."""
     config = spec.config
     if config.get("use_bidirectional_attention"):
         return False
     if "is_causal" in config:
         return bool(config["is_causal"])
+    if FAMILIES[spec.model_type].bidirectional:
+        return config.get("use_bidirectional_attention") is False
     return not is_remote_qwen2(config, spec.model_type)  # gte-Qwen2, stella: bidirectional
 
 
@@ -152,7 +160,8 @@ def parse_config(spec: ModelSpec) -> DecoderConfig:
         )
     # transformers' window keeps keys with query - key < window; with the causal mask, that is
     # the layers' symmetric |query - key| <= window - 1.
-    return DecoderConfig.parse(config, rope_theta=rope_theta(config), causal=causal, local_layers=window_layers,
+    theta, scaling = parse_rope(config, spec.max_input_length)
+    return DecoderConfig.parse(config, rope_theta=theta, rope_scaling=scaling, causal=causal, local_layers=window_layers,
                                local_window=max(window - 1, 0), family=family)
 
 
@@ -191,9 +200,9 @@ def layer_entries(cfg: DecoderConfig, stack: StackSpec):
         out = (table.qkv("attention", [p + f"self_attn.{n}_proj" for n in "qkv"], h, kvh, d, a.qkv_bias)
                + table.attention_out("attention/out", p + "self_attn.o_proj", h, d, a.out_bias)
                + table.norm("attn_norm", p + "input_layernorm", bias=False)
-               + table.linear("mlp/gate", p + "mlp.gate_proj", (Axis.EMBED, Axis.MLP), bias=False)
-               + table.linear("mlp/up", p + "mlp.up_proj", (Axis.EMBED, Axis.MLP), bias=False)
-               + table.linear("mlp/down", p + "mlp.down_proj", (Axis.MLP, Axis.EMBED), bias=False)
+               + table.linear("mlp/gate", p + "mlp.gate_proj", (Axis.EMBED, Axis.MLP), bias=cfg.mlp_bias)
+               + table.linear("mlp/up", p + "mlp.up_proj", (Axis.EMBED, Axis.MLP), bias=cfg.mlp_bias)
+               + table.linear("mlp/down", p + "mlp.down_proj", (Axis.MLP, Axis.EMBED), bias=cfg.mlp_bias)
                + table.norm("mlp_norm", p + "post_attention_layernorm", bias=False))
         if a.qk_norm is QKNorm.PER_HEAD:
             out += (table.norm("attention/q_norm", p + "self_attn.q_norm", Axis.HEAD_DIM, bias=False)

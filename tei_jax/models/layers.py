@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .attention import alibi_slopes, attend
+from .rope import RopeScalingSpec
 
 # Weights always come from a checkpoint, never from an initializer. Flax still evaluates a
 # parameter's initializer (abstractly) on every trace to check its shape, so a trivial one
@@ -154,6 +155,7 @@ class RotarySpec:
     scaling: RopeScaling = RopeScaling.NONE
     factor: float = 1.0
     mixed_b: float | None = None  # GTE's "mixed" NTK variant
+    scaled: RopeScalingSpec | None = None  # linear / dynamic / yarn / llama3 (rope.py), global layers only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,10 +301,16 @@ def rotary_inv_freq(rotary_dim: int, theta: float, scaling: RopeScaling | str = 
 
 def rotary_tables(position_ids: jax.Array, rotary_dim: int, theta: float,
                   scaling: RopeScaling | str = RopeScaling.NONE, factor: float = 1.0,
-                  mixed_b: float | None = None):
-    """cos/sin tables [batch, seq, rotary_dim/2] for the given positions (float32)."""
-    inv_freq = rotary_inv_freq(rotary_dim, theta, scaling, factor, mixed_b)
+                  mixed_b: float | None = None, scaled: RopeScalingSpec | None = None):
+    """cos/sin tables [batch, seq, rotary_dim/2] for the given positions (float32); a
+    `scaled` spec (rope.py) supplies the frequencies and YaRN's attention factor."""
+    if scaled is not None:
+        inv_freq = jnp.asarray(scaled.inv_freq(rotary_dim, theta))
+    else:
+        inv_freq = rotary_inv_freq(rotary_dim, theta, scaling, factor, mixed_b)
     angles = position_ids.astype(jnp.float32)[..., None] * inv_freq
+    if scaled is not None and scaled.attention_factor != 1.0:
+        return jnp.cos(angles) * scaled.attention_factor, jnp.sin(angles) * scaled.attention_factor
     return jnp.cos(angles), jnp.sin(angles)
 
 
@@ -514,7 +522,7 @@ class Transformer(nn.Module):
         rotary = local_rotary = None
         if s.rotary is not None:
             r = s.rotary
-            rotary = rotary_tables(position_ids, r.dim, r.theta, r.scaling, r.factor, r.mixed_b)
+            rotary = rotary_tables(position_ids, r.dim, r.theta, r.scaling, r.factor, r.mixed_b, r.scaled)
             local_rotary = rotary if r.local_theta is None else rotary_tables(position_ids, r.dim, r.local_theta)
         bias = None
         if s.positions is PositionKind.RELATIVE:

@@ -38,13 +38,19 @@ ENCODERS = {
     "bert": (lambda head="base", **kw: tm.make_model("bert", head, **kw), "mean"),
     "roberta": (lambda head="base", **kw: tm.make_model("roberta", head, **kw), "mean"),
     "xlm-roberta": (lambda head="base", **kw: tm.make_model("xlm-roberta", head, **kw), "cls"),
+    "camembert": (lambda head="base", **kw: tm.make_model("camembert", head, **kw), "mean"),
     "distilbert": (lambda head="base", **kw: tm.make_model("distilbert", head, **kw), "mean"),
 }
 HF_KINDS = {"nomic_bert": "mean", "gte": "cls", "modernbert": "mean", "mpnet": "mean"}
-DECODERS = ("mistral", "qwen2", "qwen3")
+DECODERS = ("mistral", "qwen2", "qwen3", "llama")
 TORCH_FAMILIES = [*ENCODERS, *HF_KINDS, *DECODERS]
 CLASSIFIER_FAMILIES = ["bert", "roberta", "distilbert", "gte", "modernbert", "mpnet", *DECODERS]
 REMOTE_FAMILIES = ["jina", "jina-code", "gte-new"]
+# config.json model types (tei_jax.models.supported_model_types()) each test family stands for;
+# a default-run test checks that every supported type is here.
+MODEL_TYPES = {**{f: f for f in TORCH_FAMILIES}, "jina": "bert", "jina-code": "bert", "gte-new": "new"}
+COVERED_BY = {"llama_bidirec": "llama (the same decoder class with is_causal false; bidirectional "
+                               "attention is the encoders' path, tested in every encoder family)"}
 
 
 def folder_for(family: str, head: str = "base") -> tuple[Path, str]:

@@ -33,13 +33,16 @@ from tei_jax.tokenization import Tokenizer
 FAMILIES = ["mistral", "qwen2", "qwen3"]
 TOL = 1e-5
 QUERY_PROMPT = "Instruct: find the passage\nQuery: "
-_CLASSES = {"mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+_CLASSES = {"mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}
 # Per family: a rotary base of its own, and Qwen3 with head_dim != hidden/heads and biases.
 _FAMILY_CONFIG = {
     "mistral": dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
     "qwen2": dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
     "qwen3": dict(rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, head_dim=16,
                   attention_bias=True),
+    # Llama (test_llama.py): biases on q/k/v/o and the MLP, head_dim != hidden/heads.
+    "llama": dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, head_dim=16,
+                  attention_bias=True, mlp_bias=True),
 }
 _LABELS = {1: ["score"], 3: ["neg", "neu", "pos"]}
 
@@ -229,8 +232,10 @@ def test_voyage_style_projection_with_model_prefix():
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}}, "rope_parameters.rope_type"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_scaling"),
+    ({"rope_parameters": {"rope_type": "proportional", "rope_theta": 1e6, "factor": 4.0}}, "rope_parameters.rope_type"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e6, "factor": 4.0}},
+     "rope_parameters.original_max_position_embeddings"),
     ({"hidden_act": "relu2"}, "hidden_act"),
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
     ({"use_bidirectional_attention": True, "use_sliding_window": True, "sliding_window": 4,

@@ -20,7 +20,8 @@ import pytest
 import requests
 import tiny_models as tm
 
-REPO = Path(__file__).resolve().parents[2]
+# TEI_JAX_SERVER_REPO: serve from another checkout (the slow load test's "before" figures).
+REPO = Path(os.environ.get("TEI_JAX_SERVER_REPO") or Path(__file__).resolve().parents[2])
 API_KEY = "test-secret"
 READY_TIMEOUT_S = 300
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +81,8 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
 
         with ThreadPoolExecutor(max_workers=15) as pool:
             futures = [pool.submit(call, i) for i in range(15)]
-            pattern = re.compile(r'^te_request_count\{method="batch"\} (\S+)$', re.M)
+            # (_total: the older names, for runs against an older checkout)
+            pattern = re.compile(r'^te_request_count(?:_total)?\{method="batch"\} (\S+)$', re.M)
             while True:
                 found = pattern.search(requests.get(server.url + "/metrics", timeout=10).text)
                 if found and float(found.group(1)) >= len(futures):
@@ -89,10 +91,28 @@ def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
                 time.sleep(0.01)
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
+            refused_at = _refused(server.port, within=20)
             statuses = [f.result() for f in futures]
         assert statuses == [200] * 15  # 15 x 32 items < 512 permits
         assert any(at > signalled for at, _ in finished), "no request was still in flight at SIGTERM"
+        # New connections were refused while the accepted requests were still being answered
+        # (so a load balancer fails over), not accepted and reset when the drain ended.
+        assert refused_at is not None and refused_at < max(at for at, _ in finished)
         assert server.proc.wait(60) == 0
         assert "Shutting down" in server.log()
     finally:
         server.stop()
+
+
+def _refused(port: int, within: float) -> float | None:
+    """When a connection to `port` was first refused (None if not within `within` seconds)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return None

@@ -45,9 +45,9 @@ def test_classifier_predict(classifier_server):
         assert response.status_code == 422, bad
     assert post(classifier_server, "/", {"inputs": "I like you"}).json() == scores
     refused = post(classifier_server, "/rerank", {"query": "a", "texts": ["b"]})
-    assert refused.status_code == 424 and refused.json()["error"] == "model is not a re-ranker model"
+    assert refused.status_code == 424 and refused.json()["error"] == "Backend error: model is not a re-ranker model"
     assert post(classifier_server, "/embed", {"inputs": "a"}).json() == {
-        "error": "Model is not an embedding model", "error_type": "Backend"}
+        "error": "Backend error: Model is not an embedding model", "error_type": "Backend"}
     no_sentences = post(classifier_server, "/similarity", {"inputs": {"source_sentence": "a", "sentences": []}})
     assert no_sentences.status_code == 400 and no_sentences.json()["error_type"] == "Empty"  # before the type
     info = requests.get(classifier_server.url + "/info").json()
@@ -92,7 +92,7 @@ def test_splade(splade_server):
     assert {i for i, v in enumerate(dense) if v != 0} == set(sparse)
     refused = post(splade_server, "/embed", {"inputs": "the cat"})
     assert refused.status_code == 424
-    assert refused.json()["error"] == "`normalize` is not available for SPLADE models"
+    assert refused.json()["error"] == "Backend error: `normalize` is not available for SPLADE models"
     assert post(splade_server, "/embed_all", {"inputs": "the cat"}).status_code == 424
     assert post(splade_server, "/", {"inputs": "the cat"}).json() == [response.json()[0]]
     similarity = post(splade_server, "/similarity", {"inputs": {"source_sentence": "the cat",
