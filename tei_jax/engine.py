@@ -87,6 +87,11 @@ class Engine:
 
         return forward
 
+    def forward(self, task: Task | str) -> Callable:
+        """The pure function `dispatch` runs compiled: (params, input_ids, type_ids,
+        position_ids, segment_ids, slots) -> output; tei_jax.functional's `apply` calls it."""
+        return self._make_forward(Task(task))
+
     # Compilation --------------------------------------------------------------------------
     @property
     def compile_count(self) -> int:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import inputs as tei_inputs
-from . import chunking, models
+from . import chunking, functional, models
 from .batching import ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -140,6 +140,46 @@ class Model:
         if operation not in self.operations:
             raise BackendError(refusal(operation, self.kind, self.spec.pooling))
 
+    # The functional face (tei_jax/functional.py) ------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The parameter pytree `apply` takes: {"encoder", "head"?, "dense"?} of jax arrays."""
+        return self.engine.params
+
+    @property
+    def param_axes(self) -> dict:
+        """The logical axis names of each encoder/head parameter, a tree shaped like `params`."""
+        return self.engine.arch.param_axes()
+
+    def batch(self, inputs, truncate: bool | None = None, truncation_direction: str = "right",
+              prompt_name: str | None = None, *, packed: bool = False,
+              width: int | None = None) -> functional.Batch:
+        """Tokenize `inputs` as `embed` (embedding models) or `predict` (classifiers,
+        rerankers: texts and [a, b] pairs) would, with the same truncation, prompts and special
+        tokens, and lay them out as a `functional.Batch` of numpy arrays for `apply`."""
+        if self.kind is ModelKind.EMBEDDING:
+            items = self._encoder(tei_inputs.embed_batch(inputs).items, truncate, truncation_direction,
+                                  prompt_name)()
+        else:
+            cut = self._truncate(truncate)
+            items = [self.tokenizer.encode(item[0], truncate=cut, pair=item[1] if len(item) == 2 else None,
+                                           truncation_direction=truncation_direction)
+                     for item in tei_inputs.predict_batch(inputs).items]
+        return functional.make_batch(self.engine, items, packed=packed, width=width)
+
+    def apply(self, params: dict, batch: functional.Batch, task: Task | str = Task.EMBED,
+              normalize: bool = False) -> jax.Array:
+        """The forward pass as a pure function of (params, batch): safe under jax.jit, jax.grad
+        and jax.vmap (`task` and `normalize` are static); see `tei_jax.functional.apply`."""
+        return functional.apply(self.engine, params, batch, task, normalize)
+
+    def save_pretrained(self, path: str | Path, params: dict | None = None) -> Path:
+        """Write a model folder with `params` (default: the loaded ones) that tei_jax.load,
+        TEI, transformers and sentence-transformers read; see tei_jax.save."""
+        from .save import save_pretrained
+
+        return save_pretrained(self, path, params)
+
     # Running -------------------------------------------------------------------------------
     def _run(self, task: Task, encode, call: Call | None) -> list[np.ndarray]:
         return self.executor.run(Job(task, encode), call)
@@ -180,8 +220,12 @@ class Model:
 
     def embed(self, inputs: EmbedInput, normalize: bool = True, truncate: bool | None = None,
               truncation_direction: str = "right", prompt_name: str | None = None,
-              dimensions: int | None = None, *, call: Call | None = None) -> np.ndarray:
-        """Pooled embeddings, float32 [n, d] (n = 1 for a single input)."""
+              dimensions: int | None = None, *, call: Call | None = None,
+              output: str = "numpy") -> np.ndarray | jax.Array:
+        """Pooled embeddings, float32 [n, d] (n = 1 for a single input): a numpy array, or
+        a jax.Array on the default device with output="jax"."""
+        if output not in ("numpy", "jax"):
+            raise ValidationError(f"`output` must be 'numpy' or 'jax', got {output!r}")
         self.check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
         if self.chunk is None:
@@ -191,7 +235,8 @@ class Model:
             windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
                                       truncation_direction=truncation_direction, prompt_name=prompt_name)
             outputs = chunking.pool(self._run(Task.EMBED, lambda: windows, call), windows)
-        return truncate_and_normalize(np.stack(outputs), dimensions, normalize)
+        vectors = truncate_and_normalize(np.stack(outputs), dimensions, normalize)
+        return jnp.asarray(vectors) if output == "jax" else vectors
 
     def embed_all(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
                   prompt_name: str | None = None, *, call: Call | None = None) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import numpy as np  # noqa: E402
 import test_decoders as dec  # noqa: E402
 import test_gte  # noqa: E402
+import test_gemma3  # noqa: E402
 import test_jina  # noqa: E402
 import test_llama  # noqa: E402
 import test_nomic  # noqa: E402
@@ -97,6 +98,14 @@ def rows():
     items = [model.tokenizer.encode(t, truncate=True) for t in dec._texts(seed=71)]
     ref, _ = dec.reference(base, items, bidirectional=True)
     yield "pplx (transformers Qwen3Model, bidirectional)", _errors(model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
+    for bidirectional in (False, True):
+        folder = test_gemma3.make_gemma3(f"bidirectional-{bidirectional}", use_bidirectional_attention=bidirectional)
+        model = tm.load_cached(folder)
+        items = [model.tokenizer.encode(t, truncate=True) for t in test_gemma3._texts(seed=81)]
+        ref, _ = test_gemma3.reference(folder, items)
+        name = "bidirectional" if bidirectional else "causal"
+        yield f"gemma3 {name}, window 8 (transformers Gemma3TextModel)", _errors(
+            model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
     for kind, params in test_llama.SCALINGS.items():
         yield f"llama, {kind} rotary (transformers LlamaModel)", _decoder("llama", tag=kind, rope_parameters=params)
 
