@@ -1,8 +1,11 @@
 """TEI's HTTP routes (contract section 2) on a Flask blueprint.
 
-Each handler parses its body into a pydantic model, takes one concurrency permit per input
-item (429 when none are free), tokenizes in this request thread, submits each item to the
-batching scheduler on its own, and builds TEI's response with its x-* timing headers.
+A handler is parse -> permits -> one model call -> TEI response: it parses the body into a
+pydantic model (schemas.py; TEI's size rules from tei_jax.inputs), checks the client batch
+size, takes one concurrency permit per input item (429 when none are free), calls the served
+model's operation (`model.embed(...)`, the same method a notebook calls; its executor is the
+batching scheduler) with a `Call` that watches the client's socket and collects the timings,
+and builds TEI's response with its x-* headers. No inference logic lives here.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import orjson
 import pydantic
 from flask import Blueprint, Response, current_app, g, request
 
-from tei_jax.engine import EMBED, EMBED_ALL, PREDICT
-from tei_jax.errors import EmptyInputError, TEIError, UnhealthyError, ValidationError
-from tei_jax.model import cosine_to_first
+from tei_jax import inputs
+from tei_jax.errors import TEIError, UnhealthyError, ValidationError
+from tei_jax.executor import Call, CallWithdrawn
+from tei_jax.tasks import Operation
 
 from . import client_watch, schemas
 from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .service import ClientDisconnected, Service, Timings
+from .service import Service, Timings
 
 log = logging.getLogger("app.routes")
 bp = Blueprint("tei", __name__)
@@ -95,19 +99,20 @@ def tei_route(openai: bool = False, headers: bool = True) -> Callable:
             except PlainError as exc:
                 metrics.request_failure.labels("validation").inc()
                 return exc.response()
-            except ClientDisconnected:
+            except CallWithdrawn:
                 # Nobody will read an answer; its queued items were withdrawn (and counted).
                 log.info("%s %s: the client went away before its results were ready",
                          request.method, request.path)
                 return Response(status=CLIENT_CLOSED_REQUEST)
             except TEIError as exc:
+                inferring = _ran()
                 label = FAILURE_LABEL.get(exc.error_type, "inference")
-                if exc.error_type == "Backend" and not g.get("inferring"):
+                if exc.error_type == "Backend" and not inferring:
                     label = "model_type"
                 if g.get("batch_size_error"):
                     label = "batch_size"
                 metrics.request_failure.labels(label).inc()
-                if exc.error_type in ("Backend", "Unhealthy") and g.get("inferring"):
+                if exc.error_type in ("Backend", "Unhealthy") and inferring:
                     log.error("%s %s failed: %s", request.method, request.path, exc.message)
                 return tei_response(exc, openai=openai)
             if timings is None:
@@ -118,6 +123,12 @@ def tei_route(openai: bool = False, headers: bool = True) -> Callable:
         return wrapper
 
     return decorate
+
+
+def _ran() -> bool:
+    """Whether this request's inputs reached the device (else a failure is the model type's
+    or the input's, not inference's)."""
+    return any(call.ran for call in g.get("calls", ()))
 
 
 def _observe(metrics, timings: Timings) -> None:
@@ -138,91 +149,117 @@ def count_request(size: int, batch: bool) -> None:
         raise batch_size_error(size, limit)
 
 
-def input_count(inputs) -> tuple[int, bool]:
-    """(items, is_batch) of TEI's Input: a string or ONE id list is a single input."""
-    if isinstance(inputs, str):
-        return 1, False
-    if inputs and all(isinstance(x, int) for x in inputs):
-        return 1, False
-    return len(inputs), True
+def new_call() -> Call:
+    """A `Call` for one model call of this request: it notices a client that hangs up."""
+    call = Call(gone=client_watch.watcher(request.environ))
+    g.setdefault("calls", []).append(call)
+    return call
 
 
-def infer(task: str, items, timings: Timings):
-    g.inferring = True
-    return service().infer(task, items, timings, client_gone=client_watch.watcher(request.environ))
+def answered(call: Call) -> Timings:
+    """The request's Timings once its model call answered."""
+    timings = service().timings(g.start)
+    timings.add(call)
+    return timings
 
 
-# Embeddings ----------------------------------------------------------------------------------
-def run_embed(req: schemas.EmbedRequest, kind: str = "embed"):
-    """/embed's work: (vectors [n, d], is_batch, timings)."""
+# Operations ----------------------------------------------------------------------------------
+# Each takes its parsed request and returns (TEI body, Timings); the routes, POST / and
+# /vertex share them. Checks run in TEI's order: empty, model type (predict/rerank), client
+# batch size, permits, then the model call (options, tokenization, inference).
+def do_embed(req: schemas.EmbedRequest):
     model = service().require_ready()
-    timings = Timings(g.start)
-    size, batch = input_count(req.inputs)
+    size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
-    with service().permits.acquire(size):
-        items = service().tokenize(timings, lambda: model.prepare_embed(
-            req.inputs, normalize=req.normalize, truncate=req.truncate,
-            truncation_direction=req.truncation_direction, prompt_name=req.prompt_name,
-            dimensions=req.dimensions))
-        service().metrics.embed_count.inc(len(items))
-        results = infer(EMBED, items, timings)
-    vectors = model.finish_embed([r.output for r in results], req.normalize, req.dimensions, items)
-    service().metrics.embed_success.inc(len(items))
-    service().metrics.embed_duration.observe(time.perf_counter() - timings.start)
-    return vectors, batch, timings
+    call = new_call()
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
+        vectors = model.embed(req.inputs, normalize=req.normalize, truncate=req.truncate,
+                              truncation_direction=req.truncation_direction, prompt_name=req.prompt_name,
+                              dimensions=req.dimensions, call=call)
+    return vectors, answered(call)
 
 
-@bp.post("/embed")
-@tei_route()
-def embed():
-    vectors, _, timings = run_embed(parse(schemas.EmbedRequest))
-    return vectors, timings
-
-
-def run_tokens(req, task: str, sparse: bool):
+def do_embed_all(req: schemas.EmbedAllRequest):
     model = service().require_ready()
-    timings = Timings(g.start)
-    size, batch = input_count(req.inputs)
+    size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
-    prepare = model.prepare_embed_sparse if sparse else model.prepare_embed_all
-    with service().permits.acquire(size):
-        items = service().tokenize(timings, lambda: prepare(
-            req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
-            prompt_name=req.prompt_name))
-        results = infer(task, items, timings)
-    outputs = [r.output for r in results]
-    return (model.finish_embed_sparse(outputs) if sparse else outputs), timings
+    call = new_call()
+    with service().permits.acquire(size), service().counted(None, call, g.start):
+        states = model.embed_all(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
+                                 prompt_name=req.prompt_name, call=call)
+    return states, answered(call)
 
 
-@bp.post("/embed_all")
-@tei_route()
-def embed_all():
-    return run_tokens(parse(schemas.EmbedAllRequest), EMBED_ALL, sparse=False)
+def do_embed_sparse(req: schemas.EmbedSparseRequest):
+    model = service().require_ready()
+    size, batch = inputs.embed_size(req.inputs)
+    count_request(size, batch)
+    call = new_call()
+    with service().permits.acquire(size), service().counted(None, call, g.start):
+        entries = model.embed_sparse(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
+                                     prompt_name=req.prompt_name, call=call)
+    return entries, answered(call)
 
 
-@bp.post("/embed_sparse")
-@tei_route()
-def embed_sparse():
-    return run_tokens(parse(schemas.EmbedSparseRequest), EMBED, sparse=True)
-
-
-@bp.post("/similarity")
-@tei_route()
-def similarity():
-    return run_similarity(parse(schemas.SimilarityRequest))
-
-
-def run_similarity(req: schemas.SimilarityRequest):
-    service().require_ready()
+def do_similarity(req: schemas.SimilarityRequest):
+    model = service().require_ready()
     sentences = req.inputs.sentences
-    if not sentences:  # TEI: empty, then batch size, then the model type (in run_embed)
-        raise EmptyInputError("`inputs.sentences` cannot be empty")
+    size = inputs.similarity_batch(req.inputs.source_sentence, sentences).size
+    count_request(size, True)
     params = req.parameters or schemas.SimilarityParameters()
-    embed_req = schemas.EmbedRequest(
-        inputs=[req.inputs.source_sentence, *sentences], truncate=params.truncate,
-        truncation_direction=params.truncation_direction, prompt_name=params.prompt_name, normalize=False)
-    vectors, _, timings = run_embed(embed_req)
-    return cosine_to_first(vectors), timings
+    call = new_call()
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
+        scores = model.similarity(req.inputs.source_sentence, sentences, truncate=params.truncate,
+                                  truncation_direction=params.truncation_direction, prompt_name=params.prompt_name,
+                                  call=call)
+    return np.asarray(scores, dtype=np.float32), answered(call)
+
+
+def do_predict(req: schemas.PredictRequest):
+    model = service().require_ready()
+    model.require(Operation.PREDICT)
+    size, batch = inputs.predict_size(req.inputs)
+    count_request(size, batch)
+    call = new_call()
+    with service().permits.acquire(size), service().counted("predict", call, g.start):
+        scores = model.predict(req.inputs, raw_scores=req.raw_scores, truncate=req.truncate,
+                               truncation_direction=req.truncation_direction, call=call)
+    return scores, answered(call)
+
+
+def do_rerank(req: schemas.RerankRequest):
+    model = service().require_ready()
+    size = inputs.rerank_batch(req.query, req.texts).size  # TEI: empty before the model type
+    model.require(Operation.RERANK)
+    count_request(size, True)
+    call = new_call()
+    with service().permits.acquire(size), service().counted("predict", call, g.start, duration=False):
+        ranks = model.rerank(req.query, req.texts, raw_scores=req.raw_scores, return_text=req.return_text,
+                             truncate=req.truncate, truncation_direction=req.truncation_direction, call=call)
+    return ranks, answered(call)
+
+
+OPERATIONS: dict[Operation, tuple[type[pydantic.BaseModel], Callable]] = {
+    Operation.EMBED: (schemas.EmbedRequest, do_embed),
+    Operation.EMBED_ALL: (schemas.EmbedAllRequest, do_embed_all),
+    Operation.EMBED_SPARSE: (schemas.EmbedSparseRequest, do_embed_sparse),
+    Operation.SIMILARITY: (schemas.SimilarityRequest, do_similarity),
+    Operation.PREDICT: (schemas.PredictRequest, do_predict),
+    Operation.RERANK: (schemas.RerankRequest, do_rerank),
+}
+
+
+def _route(operation: Operation) -> Callable:
+    def handler():
+        model_cls, run = OPERATIONS[operation]
+        return run(parse(model_cls))
+
+    handler.__name__ = operation.value
+    return tei_route()(handler)
+
+
+for _operation in Operation:
+    bp.add_url_rule(f"/{_operation.value}", view_func=_route(_operation), methods=["POST"])
 
 
 @bp.post("/v1/embeddings")
@@ -233,8 +270,7 @@ def openai_embeddings():
     name = service().settings.model_name
     if req.model is not None and req.model != name:
         log.warning("request asks for model %r, serving %r", req.model, name)
-    embed_req = schemas.EmbedRequest(inputs=req.input, dimensions=req.dimensions, normalize=True)
-    vectors, _, timings = run_embed(embed_req)
+    vectors, timings = do_embed(schemas.EmbedRequest(inputs=req.input, dimensions=req.dimensions, normalize=True))
     if req.encoding_format == "base64":
         data = [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors]
     else:
@@ -248,67 +284,18 @@ def openai_embeddings():
     return body, timings
 
 
-# Classification ------------------------------------------------------------------------------
-def run_predict(req: schemas.PredictRequest):
-    model = service().require_ready()
-    model.require_classifier()
-    timings = Timings(g.start)
-    inputs = req.inputs
-    batch = isinstance(inputs, list) and bool(inputs) and isinstance(inputs[0], list)
-    size = len(inputs) if batch else 1
-    count_request(size, batch)
-    with service().permits.acquire(size):
-        items = service().tokenize(timings, lambda: model.prepare_predict(
-            inputs, truncate=req.truncate, truncation_direction=req.truncation_direction)[0])
-        service().metrics.predict_count.inc(len(items))
-        results = infer(PREDICT, items, timings)
-    scores = model.finish_predict([r.output for r in results], req.raw_scores)
-    service().metrics.predict_success.inc(len(items))
-    service().metrics.predict_duration.observe(time.perf_counter() - timings.start)
-    return (scores if batch else scores[0]), timings
-
-
-@bp.post("/predict")
-@tei_route()
-def predict():
-    return run_predict(parse(schemas.PredictRequest))
-
-
-def run_rerank(req: schemas.RerankRequest):
-    model = service().require_ready()
-    if not req.texts:  # TEI checks this before the model type
-        raise EmptyInputError("`texts` cannot be empty")
-    model.require_classifier(reranker=True)
-    timings = Timings(g.start)
-    count_request(len(req.texts), True)
-    with service().permits.acquire(len(req.texts)):
-        items = service().tokenize(timings, lambda: model.prepare_rerank(
-            req.query, req.texts, truncate=req.truncate, truncation_direction=req.truncation_direction))
-        timings.chars = len(req.query) * len(req.texts) + sum(len(t) for t in req.texts)
-        service().metrics.predict_count.inc(len(items))
-        results = infer(PREDICT, items, timings)
-    ranks = model.finish_rerank([r.output for r in results], req.texts, req.raw_scores, req.return_text)
-    service().metrics.predict_success.inc(len(items))
-    return ranks, timings
-
-
-@bp.post("/rerank")
-@tei_route()
-def rerank():
-    return run_rerank(parse(schemas.RerankRequest))
-
-
 # Tokens --------------------------------------------------------------------------------------
 @bp.post("/tokenize")
 @tei_route()
 def tokenize():
     req = parse(schemas.TokenizeRequest)
     model = service().require_ready()
-    if isinstance(req.inputs, list):
-        count_request(len(req.inputs), True)
-    else:
-        count_request(1, False)
+    count_request(*_tokenize_size(req.inputs))
     return model.tokenize(req.inputs, req.add_special_tokens, req.prompt_name), None
+
+
+def _tokenize_size(texts) -> tuple[int, bool]:
+    return (len(texts), True) if isinstance(texts, list) else (1, False)
 
 
 @bp.post("/decode")
@@ -316,37 +303,18 @@ def tokenize():
 def decode():
     req = parse(schemas.DecodeRequest)
     model = service().require_ready()
-    if len(req.ids) == 0:
-        raise EmptyInputError("`ids` cannot be empty")
-    batch = isinstance(req.ids[0], list)
-    count_request(len(req.ids) if batch else 1, batch)
+    batch = inputs.ids_batch(req.ids)
+    count_request(batch.size, batch.is_batch)
     return model.decode(req.ids, req.skip_special_tokens), None
 
 
 # Default routes ------------------------------------------------------------------------------
-def default_task(model) -> str:
-    """What POST / does: TEI's rule by model type (and env TASK)."""
-    if model.kind == "classifier":
-        return "predict"
-    if model.kind == "reranker":
-        return "rerank"
-    if os.environ.get("TASK") == "sentence-similarity":
-        return "similarity"
-    return "embed_sparse" if model.spec.pooling == "splade" else "embed"
-
-
-_RUNNERS = {
-    "predict": (schemas.PredictRequest, run_predict),
-    "rerank": (schemas.RerankRequest, run_rerank),
-    "similarity": (schemas.SimilarityRequest, run_similarity),
-    "embed_sparse": (schemas.EmbedSparseRequest, lambda req: run_tokens(req, EMBED, sparse=True)),
-    "embed": (schemas.EmbedRequest, lambda req: _without_batch_flag(run_embed(req))),
-}
-
-
-def _without_batch_flag(result):
-    vectors, _, timings = result
-    return vectors, timings
+def default_operation(model) -> Operation:
+    """What POST / does: TEI's rule by model type (the model's first operation), and env
+    TASK=sentence-similarity for embedding models."""
+    if Operation.SIMILARITY in model.operations and os.environ.get("TASK") == "sentence-similarity":
+        return Operation.SIMILARITY
+    return model.operations[0]
 
 
 @bp.post("/")
@@ -354,8 +322,8 @@ def _without_batch_flag(result):
 @tei_route()
 def default_route():
     model = service().require_ready()
-    model_cls, runner = _RUNNERS[default_task(model)]
-    return runner(parse(model_cls))
+    model_cls, run = OPERATIONS[default_operation(model)]
+    return run(parse(model_cls))
 
 
 @bp.post("/vertex")
@@ -371,9 +339,9 @@ def vertex():
     predictions = []
     for instance in req.instances:
         body, _ = _vertex_one(model, instance)
-        g.pop("inferring", None)
+        g.pop("calls", None)
         predictions.append(body)
-    return {"predictions": predictions}, Timings(g.start)
+    return {"predictions": predictions}, service().timings(g.start)
 
 
 def _instance_size(instance: Any) -> int:
@@ -382,10 +350,7 @@ def _instance_size(instance: Any) -> int:
         return 1
     if isinstance(instance.get("texts"), list):
         return max(1, len(instance["texts"]))
-    inputs = instance.get("inputs")
-    if isinstance(inputs, list) and inputs and not all(isinstance(x, int) for x in inputs):
-        return len(inputs)
-    return 1
+    return max(1, inputs.embed_size(instance.get("inputs"))[0])
 
 
 def _vertex_one(model, instance: Any):
@@ -394,16 +359,16 @@ def _vertex_one(model, instance: Any):
     except pydantic.ValidationError:
         rerank_req = None
     if rerank_req is not None:
-        return run_rerank(rerank_req)
-    task = default_task(model)
-    if task in ("rerank", "similarity"):
-        task = "predict" if task == "rerank" else "embed"
-    model_cls, runner = _RUNNERS[task]
+        return do_rerank(rerank_req)
+    operation = default_operation(model)
+    if operation in (Operation.RERANK, Operation.SIMILARITY):
+        operation = Operation.PREDICT if operation is Operation.RERANK else Operation.EMBED
+    model_cls, run = OPERATIONS[operation]
     try:
         req = model_cls.model_validate(instance)
     except pydantic.ValidationError as exc:
         raise ValidationError(_summary(exc)) from None
-    return runner(req)
+    return run(req)
 
 
 # Facts ---------------------------------------------------------------------------------------

@@ -1,54 +1,60 @@
-"""The serving state of one worker: load the model, warm it up, and run items through the
-batching scheduler with TEI's permits, timings and metrics.
+"""The serving state of one worker: load the model, warm it up, and hand it the batching
+scheduler as its executor; plus TEI's permits and metrics.
 
 Everything that touches JAX happens in this process after gunicorn forked it: the loader
 thread loads the weights, then the scheduler's batching thread compiles every shape (warmup)
-and serves. Until that is done the service is not `ready` and /health answers 503.
+and serves. Until that is done the service is not `ready` and /health answers 503. The routes
+call the served model's operations (`service.require_ready().embed(...)`); nothing here runs
+inference of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Callable, Sequence
+from typing import Callable, Iterator
 
 from tei_jax.errors import TEIError, UnhealthyError
-from tei_jax.scheduler import Permits, Result, Scheduler
-from tei_jax.tokenization import Encoded
+from tei_jax.executor import Call
+from tei_jax.scheduler import Scheduler
 
 from .metrics import Metrics
+from .permits import Permits
 from .settings import Settings
 
 log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
-CLIENT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
-
-
-class ClientDisconnected(Exception):
-    """The client hung up before its results were ready; its queued items were dropped."""
 
 
 @dataclasses.dataclass
 class Timings:
-    """A request's figures for TEI's x-* headers (seconds; means over its items)."""
+    """A request's figures for TEI's x-* headers (and gRPC's Metadata): seconds, means over
+    its items, gathered from the `Call` of each model call it made."""
 
     start: float
+    compute_type: str = "cpu"
     chars: int = 0
     tokens: int = 0
     tokenization: float = 0.0
     queue: float = 0.0
     inference: float = 0.0
 
+    def add(self, call: Call) -> None:
+        """Take in one model call's sizes and timings."""
+        self.chars += call.chars
+        self.tokens += call.tokens
+        self.tokenization, self.queue, self.inference = call.tokenization, call.queue, call.inference
+
     def headers(self) -> dict[str, str]:
         total = _ms(time.perf_counter() - self.start)
         return {
-            "x-compute-type": "gpu+optimized",
+            "x-compute-type": self.compute_type,
             "x-compute-time": total,
             "x-total-time": total,
             "x-compute-characters": str(self.chars),
@@ -69,9 +75,7 @@ class Service:
     def __init__(self, settings: Settings, on_fatal: Callable[[BaseException], None] | None = None):
         self.settings = settings
         self.permits = Permits(settings.max_concurrent_requests)
-        self._tokenizers = ThreadPoolExecutor(max(1, settings.tokenization_workers),
-                                              thread_name_prefix="tei-jax-tokenizer")
-        self.model = None
+        self.model = None  # the loaded model, its executor the scheduler
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics()
         self.state = "starting"  # -> loading -> warming up -> ready | failed
@@ -106,9 +110,10 @@ class Service:
             log.info("Model loaded in %.1fs: %s, %s, max_input_length %d, %s",
                      time.perf_counter() - self._started_at, model.kind, model.dtype,
                      model.max_input_length, _describe_type(model))
-            self.model = model
-            scheduler = Scheduler(model.engine, on_batch=self.metrics.on_batch, on_drop=self.metrics.on_drop,
-                                  on_done=self.metrics.on_done)
+            scheduler = Scheduler.for_model(model, on_batch=self.metrics.on_batch, on_drop=self.metrics.on_drop,
+                                            on_done=self.metrics.on_done,
+                                            tokenization_workers=s.tokenization_workers)
+            self.model = model.with_executor(scheduler)
             self.state = "warming up"
             warmup_start = time.perf_counter()
             scheduler.start(warmup=True, progress=_progress_logger(warmup_start))
@@ -116,9 +121,7 @@ class Service:
             while not scheduler.ready.wait(0.5):
                 if scheduler.error is not None:
                     raise RuntimeError(f"warmup failed: {scheduler.error}")
-            self.state = "ready"
-            self.metrics.ready.set(1)
-            self.ready.set()
+            self.serve(self.model)
             log.info("Warmup done: %d shapes compiled in %.1fs. Ready (%.1fs since start)",
                      model.compile_count, time.perf_counter() - warmup_start,
                      time.perf_counter() - self._started_at)
@@ -126,6 +129,16 @@ class Service:
             self.state = "failed"
             log.error("Could not start the model: %s", exc, exc_info=not isinstance(exc, TEIError))
             self._on_fatal(exc)
+
+    def serve(self, model, scheduler: Scheduler | None = None) -> None:
+        """Start answering with `model` (its executor set): after warmup, or at once in
+        tests that hand in a model over a fake executor."""
+        self.model = model
+        if scheduler is not None:
+            self.scheduler = scheduler
+        self.state = "ready"
+        self.metrics.ready.set(1)
+        self.ready.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every accepted item, then stop the batching thread."""
@@ -138,82 +151,49 @@ class Service:
             raise UnhealthyError(f"the model is {self.state}")
         return self.model
 
-    # Requests ---------------------------------------------------------------------------
-    def tokenize(self, timings: Timings, prepare: Callable[[], list[Encoded]]) -> list[Encoded]:
-        """Run a model's prepare_* on one of the `--tokenization-workers` threads (so however
-        many request threads there are, that many tokenize at once) and record its timings."""
+    @property
+    def compute_type(self) -> str:
+        """TEI's x-compute-type: "cpu" on CPU, "gpu+optimized" on an accelerator."""
+        return "cpu" if self.model is None or self.model.backend == "cpu" else "gpu+optimized"
 
-        def timed() -> tuple[list[Encoded], float]:
-            started = time.perf_counter()
-            return prepare(), time.perf_counter() - started
+    def timings(self, start: float | None = None) -> Timings:
+        """A request's Timings, started now unless `start` is given."""
+        return Timings(time.perf_counter() if start is None else start, self.compute_type)
 
-        items, elapsed = self._tokenizers.submit(timed).result()
-        timings.tokenization = elapsed / max(1, len(items))
-        timings.chars += sum(item.chars for item in items)
-        timings.tokens += sum(len(item) for item in items)
-        for item in items:
-            self.metrics.input_length.observe(len(item))
-        return items
-
-    def infer(self, task: str, items: Sequence[Encoded], timings: Timings | None = None,
-              client_gone: Callable[[], bool] | None = None) -> list[Result]:
-        """Submit each item on its own and wait for all; the first failure fails the request
-        and withdraws its other items from the queue. With `client_gone`, a client that hangs
-        up meanwhile has its items withdrawn too (ClientDisconnected)."""
-        futures = self.scheduler.submit(task, items)
+    @contextlib.contextmanager
+    def counted(self, family: str | None, call: Call, start: float, duration: bool = True) -> Iterator[None]:
+        """Around one model call: te_request_input_length per input; with `family` ("embed" or
+        "predict", as TEI counts them) te_{family}_count for the inputs that reached the
+        device, then te_{family}_success (and _duration) if it answered."""
         try:
-            while wait(futures, timeout=None if client_gone is None else CLIENT_POLL_S,
-                       return_when=FIRST_EXCEPTION).not_done:
-                if client_gone():
-                    raise ClientDisconnected()
-            for future in futures:
-                if future.done() and future.exception() is not None:
-                    raise _as_tei(future.exception())
-            results = [f.result() for f in futures]
-        except BaseException:
-            _cancel(futures)
-            raise
-        if timings is not None and results:
-            timings.queue = sum(r.queue_time for r in results) / len(results)
-            timings.inference = sum(r.inference_time for r in results) / len(results)
-        return results
+            yield
+        finally:
+            for length in call.input_lengths:
+                self.metrics.input_length.observe(length)
+            if family is not None and call.ran:
+                getattr(self.metrics, f"{family}_count").inc(len(call.input_lengths))
+        if family is not None:
+            getattr(self.metrics, f"{family}_success").inc(len(call.input_lengths))
+            if duration:
+                getattr(self.metrics, f"{family}_duration").observe(time.perf_counter() - start)
 
     def healthy(self) -> bool:
         """TEI's /health: cheap if the last batch succeeded, else a real 1-token forward."""
-        if not self.ready.is_set() or self.scheduler is None:
+        if not self.ready.is_set():
             return False
-        if self.scheduler.healthy:
+        if self.scheduler is None or self.scheduler.healthy:
             return True
-        task = self.model.engine.tasks[0]
-        probe = Encoded((self.model.engine._pad_id,), (0,), 1)
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
         try:
-            futures = self.scheduler.submit(task, [probe])
-            futures[0].result(timeout=HEALTH_TIMEOUT_S)
+            self.model.check_health(Call(gone=lambda: time.monotonic() > deadline))
         except Exception as exc:
             log.warning("health check failed: %s", exc)
             return False
         return True
 
 
-def _as_tei(exc: BaseException) -> BaseException:
-    if isinstance(exc, TEIError):
-        return exc
-    from tei_jax.errors import ValidationError
-
-    if isinstance(exc, ValueError):  # an item longer than the widest compiled shape
-        return ValidationError(f"Input validation error: {exc}")
-    from tei_jax.errors import BackendError
-
-    return BackendError(f"Backend error: {exc}")
-
-
-def _cancel(futures: Sequence[Future]) -> None:
-    for future in futures:
-        future.cancel()
-
-
 def _describe_type(model) -> str:
-    if model.kind == "embedding":
+    if model.kind.value == "embedding":
         return f"pooling {model.spec.pooling}, dim {model.embedding_dim}"
     return f"{len(model.spec.id2label)} labels"
 

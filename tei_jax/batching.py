@@ -177,7 +177,6 @@ class ShapePolicy:
             raise ValueError(f"length {length} exceeds the largest width {self.widths[-1]}")
         return self.widths[index]
 
-    seq_bucket = width_for
 
     def slots_for(self, width: int) -> int:
         return max(1, width // MIN_TOKENS_PER_SLOT) if self.packing else 1

@@ -1,9 +1,10 @@
 """The engine: parameters on the device and one compiled function per (task, shape).
 
-It runs one already-planned batch at a time: pads the entries into the batch's shape, calls
-the function compiled ahead of time for that shape, and hands back numpy arrays per entry. It
-knows nothing of queues or HTTP; the scheduler (server) and Model (library) decide what goes
-into a batch.
+It runs one already-planned batch at a time: `dispatch` lays the entries out in the batch's
+shape and starts the function compiled (ahead of time, by `warmup`, or on first use) for that
+shape; `collect` reads the result back as numpy arrays per entry. It knows nothing of queues
+or HTTP: the executors (tei_jax/executor.py, tei_jax/scheduler.py) decide what goes into a
+batch and drive dispatch/collect through the one `Pipeline` (tei_jax/pipeline.py).
 """
 
 from __future__ import annotations
@@ -23,22 +24,16 @@ from .batching import BatchShape, PackedBatch, ShapePolicy
 from .config import ModelSpec
 from .models.architecture import Architecture
 from .models.heads import DenseStack
+from .pipeline import run_planned
 from .pooling import pool
+from .tasks import Task, tasks_for
 from .tokenization import Encoded
 
 log = logging.getLogger(__name__)
 
-EMBED, EMBED_ALL, PREDICT = "embed", "embed_all", "predict"
-TASKS = (EMBED, EMBED_ALL, PREDICT)
-
-
-def tasks_for(spec: ModelSpec) -> tuple[str, ...]:
-    """The tasks a model can run: embeddings (+ per-token) or classification."""
-    if spec.kind in ("classifier", "reranker"):
-        return (PREDICT,)
-    if spec.pooling == "splade":
-        return (EMBED,)
-    return (EMBED, EMBED_ALL)
+# The tasks under their short names (kept for callers that import them from here).
+EMBED, EMBED_ALL, PREDICT = Task.EMBED, Task.EMBED_ALL, Task.PREDICT
+TASKS = tuple(Task)
 
 
 class Engine:
@@ -61,7 +56,7 @@ class Engine:
             layers = tuple((d.out_features, d.bias, d.activation) for d in spec.dense)
             self._dense = DenseStack(layers)
             self.params["dense"] = {f"dense_{i}": p for i, p in enumerate(dense_params)}
-        self.tasks = tasks_for(spec)
+        self.tasks = tasks_for(spec.kind, spec.pooling)
         self._compiled: dict[tuple[str, BatchShape], Callable] = {}
         self._compiling: dict[tuple[str, BatchShape], Future] = {}
         self._lock = threading.Lock()
@@ -86,18 +81,22 @@ class Engine:
             pooled = pool(hidden, segment_ids, slots, spec.pooling)
             if dense is not None:
                 pooled = dense.apply({"params": params["dense"]}, pooled)
+            if self.arch.pooled_transform is not None:
+                pooled = self.arch.pooled_transform(pooled)
             return pooled
 
         return forward
+
+    def forward(self, task: Task | str) -> Callable:
+        """The pure function `dispatch` runs compiled: (params, input_ids, type_ids,
+        position_ids, segment_ids, slots) -> output; tei_jax.functional's `apply` calls it."""
+        return self._make_forward(Task(task))
 
     # Compilation --------------------------------------------------------------------------
     @property
     def compile_count(self) -> int:
         """How many (task, shape) functions have been compiled."""
         return len(self._compiled)
-
-    def compiled_shapes(self) -> list[tuple[str, BatchShape]]:
-        return sorted(self._compiled)
 
     def _executable(self, task: str, shape: BatchShape) -> Callable:
         """The compiled function for (task, shape); compiles it once, whichever thread asks."""
@@ -154,7 +153,7 @@ class Engine:
     def arrays(self, items: Sequence[Encoded], batch: PackedBatch) -> tuple[np.ndarray, ...]:
         """Host arrays for a batch: ids, token types, positions, segment ids [rows, width]."""
         rows, width, _ = batch.shape
-        input_ids = np.full((rows, width), self._pad_id, np.int32)
+        input_ids = np.full((rows, width), self.pad_id, np.int32)
         type_ids = np.zeros((rows, width), np.int32)
         position_ids = np.zeros((rows, width), np.int32)
         segment_ids = np.zeros((rows, width), np.int32)
@@ -170,9 +169,14 @@ class Engine:
         return input_ids, type_ids, position_ids, segment_ids
 
     @property
-    def _pad_id(self) -> int:
+    def pad_id(self) -> int:
+        """The id padding positions hold (the model's pad token, else 0)."""
         pad = self.spec.config.get("pad_token_id")
         return pad if isinstance(pad, int) and 0 <= pad < self.spec.vocab_size else 0
+
+    def probe(self) -> Encoded:
+        """A one-token input for health checks."""
+        return Encoded((self.pad_id,), (0,), 1)
 
     def dispatch(self, task: str, items: Sequence[Encoded], batch: PackedBatch):
         """Start a batch on the device and return without waiting (JAX dispatch is async)."""
@@ -194,34 +198,12 @@ class Engine:
         """Run one batch (planned here if not given; it must then fit one batch); returns one
         float32 array per item: pooled vector, logits, or [len, hidden] token states."""
         if batch is None:
-            batches = self.policy.plan([len(i) for i in items])
-            if len(batches) != 1:
+            if len(self.policy.plan([len(i) for i in items])) != 1:
                 raise ValueError(f"{len(items)} items do not fit one batch; use run_all")
-            batch = batches[0]
-            items = [items[i] for i in batch.indices]
-            outputs = self.collect(task, items, batch, self.dispatch(task, items, batch))
-            result: list = [None] * len(items)
-            for index, output in zip(batch.indices, outputs):
-                result[index] = output
-            return result
+            return self.run_all(task, items)
         return self.collect(task, items, batch, self.dispatch(task, items, batch))
 
     def run_all(self, task: str, items: Sequence[Encoded]) -> list[np.ndarray]:
-        """Plan batches for any number of items and run them, keeping the device busy: the
-        next batch is dispatched before the previous one's result is read back."""
-        results: list[np.ndarray | None] = [None] * len(items)
-        pending = None
-        for batch in self.policy.plan([len(i) for i in items]):
-            members = [items[i] for i in batch.indices]
-            handle = (batch, members, self.dispatch(task, members, batch))
-            if pending is not None:
-                self._store(task, pending, results)
-            pending = handle
-        if pending is not None:
-            self._store(task, pending, results)
-        return results  # type: ignore[return-value]
-
-    def _store(self, task, pending, results) -> None:
-        batch, members, output = pending
-        for index, value in zip(batch.indices, self.collect(task, members, batch, output)):
-            results[index] = value
+        """Plan batches for any number of items and run them through the `Pipeline` (the
+        next batch is dispatched before the previous one's result is read back)."""
+        return run_planned(self, Task(task), items)[0]

@@ -52,5 +52,9 @@ class UnhealthyError(TEIError):
     error_type = "Unhealthy"
 
 
-class ModelLoadError(Exception):
-    """A model folder that cannot be served: names the file and field at fault."""
+class ModelLoadError(TEIError):
+    """A model folder that cannot be served: names the file and field at fault. Raised by
+    `load()` (the server exits at start with it), so no request ever answers with it; its
+    type is TEI's Backend."""
+
+    error_type = "Backend"

@@ -1,13 +1,17 @@
 """`tei_jax.load()` and the `Model` a user holds: TEI's operations as Python methods.
 
-Each operation is split in three so the server can put its scheduler in the middle:
-`prepare_*` validates and tokenizes (raising TEI-typed errors), the engine runs the entries
-(here through `Engine.run_all`, in the server through the batching scheduler), and `finish_*`
-turns raw outputs into TEI's response values.
+Each operation (`embed`, `embed_all`, `embed_sparse`, `similarity`, `predict`, `rerank`) is the
+one implementation, for a notebook and for the server alike: it checks the model serves it
+(tei_jax/tasks.py) and its options, reads TEI's input rules (tei_jax/inputs.py), hands a
+`Job` (task + tokenization) to its executor, and turns the outputs into TEI's answer. The
+executor is a `DirectExecutor` by default; the server swaps in its batching scheduler with
+`with_executor`, and passes a `Call` per request to learn timings and to withdraw the work of
+a client that went away. `tokenize` and `decode` need no device and run in the caller.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Sequence, Union
@@ -16,16 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import chunking, models
+from . import inputs as tei_inputs
+from . import chunking, functional, models
 from .batching import ShapePolicy
+from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
-from .engine import EMBED, EMBED_ALL, PREDICT, Engine
-from .errors import BackendError, EmptyInputError, ModelLoadError, ValidationError
+from .engine import Engine
+from .errors import BackendError, ModelLoadError, ValidationError
+from .executor import Call, DirectExecutor, Executor, Job
 from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
+from .tasks import ModelKind, Operation, Task, operations_for, refusal
 from .tokenization import Encoded, Input, Tokenizer, rust_list
-from .compile_cache import enable as enable_compile_cache
 from .weights import WeightReader, load_dense_module, safetensors_files, to_device
 
 log = logging.getLogger(__name__)
@@ -35,7 +42,8 @@ log = logging.getLogger(__name__)
 CPU_BATCH_TOKENS = 1024
 
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
-PredictInput = Union[str, Sequence[str]]
+PredictInput = Union[str, Sequence[str], Sequence[Sequence[str]]]
+EmbedInput = Union[Input, Sequence[Input]]
 
 
 def default_dtype() -> str:
@@ -43,25 +51,12 @@ def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-def _as_batch(inputs) -> tuple[list[Input], bool]:
-    """TEI's Input: a string, an id list, or a list of those -> (items, was_batch)."""
-    if isinstance(inputs, str):
-        return [inputs], False
-    if isinstance(inputs, (list, tuple)):
-        if len(inputs) == 0:
-            raise EmptyInputError("`inputs` cannot be empty")
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in inputs):
-            return [list(inputs)], False
-        return list(inputs), True
-    raise ValidationError("`inputs` must be a string, a list of token ids, or a list of those")
-
-
 class Model:
     """A loaded model with TEI's operations; see `tei_jax.load`."""
 
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, engine: Engine, model_id: str,
                  revision: str | None, dtype: str, auto_truncate: bool = True,
-                 chunk: chunking.ChunkOptions | None = None):
+                 chunk: chunking.ChunkOptions | None = None, executor: Executor | None = None):
         self.spec = spec
         self.tokenizer = tokenizer
         self.engine = engine
@@ -70,11 +65,34 @@ class Model:
         self.dtype = dtype
         self.auto_truncate = auto_truncate
         self.chunk = chunk  # None: long inputs follow TEI's truncation rules
+        self.executor: Executor = executor or DirectExecutor(engine)
+
+    def with_executor(self, executor: Executor) -> "Model":
+        """The same model (weights, tokenizer, compiled shapes shared) running its batches
+        through `executor`, e.g. the server's `Scheduler`."""
+        served = copy.copy(self)
+        served.executor = executor
+        return served
 
     # Facts ---------------------------------------------------------------------------------
     @property
-    def kind(self) -> str:
-        return self.spec.kind
+    def kind(self) -> ModelKind:
+        return ModelKind(self.spec.kind)
+
+    @property
+    def operations(self) -> tuple[Operation, ...]:
+        """The operations this model serves; the first is TEI's default (`POST /`)."""
+        return operations_for(self.kind, self.spec.pooling)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The engine programs this model compiles."""
+        return self.engine.tasks
+
+    @property
+    def backend(self) -> str:
+        """Where it runs: JAX's platform name ("cpu", "gpu", "tpu")."""
+        return jax.default_backend()
 
     @property
     def max_input_length(self) -> int:
@@ -83,6 +101,11 @@ class Model:
     @property
     def compile_count(self) -> int:
         return self.engine.compile_count
+
+    @property
+    def shape_count(self) -> int:
+        """How many (task, shape) programs a full warmup compiles."""
+        return len(self.engine.tasks) * len(self.engine.policy.shapes())
 
     @property
     def embedding_dim(self) -> int:
@@ -95,12 +118,12 @@ class Model:
     @property
     def info(self) -> dict:
         """TEI's /info fields that belong to the model (the server adds its own limits)."""
-        if self.kind == "embedding":
+        if self.kind is ModelKind.EMBEDDING:
             model_type = {"embedding": {"pooling": self.spec.pooling}}
         else:
             labels = {"id2label": {str(k): v for k, v in sorted(self.spec.id2label.items())},
                       "label2id": dict(self.spec.label2id)}
-            model_type = {self.kind: labels}
+            model_type = {self.kind.value: labels}
         return {
             "model_id": self.model_id,
             "model_sha": self.revision,
@@ -112,26 +135,81 @@ class Model:
             "auto_truncate": self.auto_truncate,
         }
 
+    def require(self, operation: Operation) -> None:
+        """Raise TEI's Backend error (424) unless this model serves `operation`."""
+        if operation not in self.operations:
+            raise BackendError(refusal(operation, self.kind, self.spec.pooling))
+
+    # The functional face (tei_jax/functional.py) ------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The parameter pytree `apply` takes: {"encoder", "head"?, "dense"?} of jax arrays."""
+        return self.engine.params
+
+    @property
+    def param_axes(self) -> dict:
+        """The logical axis names of each encoder/head parameter, a tree shaped like `params`."""
+        return self.engine.arch.param_axes()
+
+    def batch(self, inputs, truncate: bool | None = None, truncation_direction: str = "right",
+              prompt_name: str | None = None, *, packed: bool = False,
+              width: int | None = None) -> functional.Batch:
+        """Tokenize `inputs` as `embed` (embedding models) or `predict` (classifiers,
+        rerankers: texts and [a, b] pairs) would, with the same truncation, prompts and special
+        tokens, and lay them out as a `functional.Batch` of numpy arrays for `apply`."""
+        if self.kind is ModelKind.EMBEDDING:
+            items = self._encoder(tei_inputs.embed_batch(inputs).items, truncate, truncation_direction,
+                                  prompt_name)()
+        else:
+            cut = self._truncate(truncate)
+            items = [self.tokenizer.encode(item[0], truncate=cut, pair=item[1] if len(item) == 2 else None,
+                                           truncation_direction=truncation_direction)
+                     for item in tei_inputs.predict_batch(inputs).items]
+        return functional.make_batch(self.engine, items, packed=packed, width=width)
+
+    def apply(self, params: dict, batch: functional.Batch, task: Task | str = Task.EMBED,
+              normalize: bool = False) -> jax.Array:
+        """The forward pass as a pure function of (params, batch): safe under jax.jit, jax.grad
+        and jax.vmap (`task` and `normalize` are static); see `tei_jax.functional.apply`."""
+        return functional.apply(self.engine, params, batch, task, normalize)
+
+    def save_pretrained(self, path: str | Path, params: dict | None = None) -> Path:
+        """Write a model folder with `params` (default: the loaded ones) that tei_jax.load,
+        TEI, transformers and sentence-transformers read; see tei_jax.save."""
+        from .save import save_pretrained
+
+        return save_pretrained(self, path, params)
+
+    # Running -------------------------------------------------------------------------------
+    def _run(self, task: Task, encode, call: Call | None) -> list[np.ndarray]:
+        return self.executor.run(Job(task, encode), call)
+
     def _truncate(self, truncate: bool | None) -> bool:
         return self.auto_truncate if truncate is None else bool(truncate)
 
-    def _encode_all(self, items, truncate, truncation_direction, prompt_name) -> list[Encoded]:
+    def _encoder(self, items, truncate, truncation_direction, prompt_name):
         truncate = self._truncate(truncate)
-        return [
-            self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
-                                  prompt_name=prompt_name)
-            for item in items
-        ]
+
+        def encode() -> list[Encoded]:
+            return [self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
+                                          prompt_name=prompt_name) for item in items]
+
+        return encode
+
+    def warmup(self, progress=None, workers: int | None = None) -> int:
+        """Compile every shape of every task ahead of time; returns how many were new."""
+        return self.engine.warmup(progress=progress, workers=workers)
+
+    def check_health(self, call: Call | None = None) -> None:
+        """Run a one-token forward through the executor (TEI's /health after a failure);
+        raises if the device cannot run it."""
+        probe = self.engine.probe()
+        self._run(self.engine.tasks[0], lambda: [probe], call)
 
     # Embeddings ------------------------------------------------------------------------------
-    def require_embedding(self, sparse: bool = False) -> None:
-        if self.kind != "embedding":
-            raise BackendError("Model is not an embedding model")
-        if sparse and self.spec.pooling != "splade":
-            raise BackendError("Model is not an embedding model with SPLADE pooling")
-
     def check_embed_options(self, normalize: bool, dimensions: int | None) -> None:
-        self.require_embedding()
+        """Raise what `embed` would raise for these options, before any input is read."""
+        self.require(Operation.EMBED)
         if self.spec.pooling == "splade" and normalize:
             raise BackendError("`normalize` is not available for SPLADE models")
         if dimensions is not None:
@@ -140,126 +218,96 @@ class Model:
             if dimensions > self.embedding_dim:
                 raise ValidationError("`dimensions` should be smaller than the maximum embedding dimension.")
 
-    def prepare_embed(self, inputs, *, normalize=True, truncate=None, truncation_direction="right",
-                      prompt_name=None, dimensions=None) -> list[Encoded]:
-        self.check_embed_options(normalize, dimensions)
-        if self.chunk is not None:  # long texts -> windows, pooled again in finish_embed
-            return chunking.encode(self.tokenizer, _as_batch(inputs)[0], self.chunk, truncate=self._truncate(truncate),
-                                   truncation_direction=truncation_direction, prompt_name=prompt_name)
-        return self._encode_all(_as_batch(inputs)[0], truncate, truncation_direction, prompt_name)
-
-    @staticmethod
-    def finish_embed(outputs: Sequence[np.ndarray], normalize=True, dimensions=None, items=None) -> np.ndarray:
-        """`items`: what prepare_embed returned (chunked windows are pooled per input here)."""
-        if isinstance(items, chunking.Windows):
-            outputs = chunking.pool(outputs, items)
-        return truncate_and_normalize(np.stack(outputs), dimensions, normalize)
-
-    def embed(self, inputs, normalize: bool = True, truncate: bool | None = None,
+    def embed(self, inputs: EmbedInput, normalize: bool = True, truncate: bool | None = None,
               truncation_direction: str = "right", prompt_name: str | None = None,
-              dimensions: int | None = None) -> np.ndarray:
-        """Pooled embeddings, float32 [n, d] (n = 1 for a single input)."""
-        items = self.prepare_embed(inputs, normalize=normalize, truncate=truncate,
-                                   truncation_direction=truncation_direction,
-                                   prompt_name=prompt_name, dimensions=dimensions)
-        return self.finish_embed(self.engine.run_all(EMBED, items), normalize, dimensions, items)
+              dimensions: int | None = None, *, call: Call | None = None,
+              output: str = "numpy") -> np.ndarray | jax.Array:
+        """Pooled embeddings, float32 [n, d] (n = 1 for a single input): a numpy array, or
+        a jax.Array on the default device with output="jax"."""
+        if output not in ("numpy", "jax"):
+            raise ValidationError(f"`output` must be 'numpy' or 'jax', got {output!r}")
+        self.check_embed_options(normalize, dimensions)
+        batch = tei_inputs.embed_batch(inputs)
+        if self.chunk is None:
+            outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
+                                call)
+        else:  # long texts -> windows, embedded like any input, then pooled per input
+            windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
+                                      truncation_direction=truncation_direction, prompt_name=prompt_name)
+            outputs = chunking.pool(self._run(Task.EMBED, lambda: windows, call), windows)
+        vectors = truncate_and_normalize(np.stack(outputs), dimensions, normalize)
+        return jnp.asarray(vectors) if output == "jax" else vectors
 
-    def prepare_embed_all(self, inputs, *, truncate=None, truncation_direction="right", prompt_name=None):
-        self.require_embedding()
-        if self.spec.pooling == "splade":
-            raise BackendError("`embed_all` is not available for SPLADE models")
-        return self._encode_all(_as_batch(inputs)[0], truncate, truncation_direction, prompt_name)
-
-    def embed_all(self, inputs, truncate: bool | None = None, truncation_direction: str = "right",
-                  prompt_name: str | None = None) -> list[np.ndarray]:
+    def embed_all(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
+                  prompt_name: str | None = None, *, call: Call | None = None) -> list[np.ndarray]:
         """Per-token hidden states: one float32 [tokens, hidden] array per input."""
-        items = self.prepare_embed_all(inputs, truncate=truncate, truncation_direction=truncation_direction,
-                                       prompt_name=prompt_name)
-        return self.engine.run_all(EMBED_ALL, items)
+        self.require(Operation.EMBED_ALL)
+        batch = tei_inputs.embed_batch(inputs)
+        return self._run(Task.EMBED_ALL, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
+                         call)
 
-    def prepare_embed_sparse(self, inputs, *, truncate=None, truncation_direction="right", prompt_name=None):
-        self.require_embedding(sparse=True)
-        return self._encode_all(_as_batch(inputs)[0], truncate, truncation_direction, prompt_name)
-
-    @staticmethod
-    def finish_embed_sparse(outputs: Sequence[np.ndarray]) -> list[list[dict]]:
+    def embed_sparse(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
+                     prompt_name: str | None = None, *, call: Call | None = None) -> list[list[dict]]:
+        """SPLADE vectors as TEI's [{index, value}] lists, one per input."""
+        self.require(Operation.EMBED_SPARSE)
+        batch = tei_inputs.embed_batch(inputs)
+        outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
+                            call)
         return [sparse_entries(vector) for vector in outputs]
 
-    def embed_sparse(self, inputs, truncate: bool | None = None, truncation_direction: str = "right",
-                     prompt_name: str | None = None) -> list[list[dict]]:
-        """SPLADE vectors as TEI's [{index, value}] lists, one per input."""
-        items = self.prepare_embed_sparse(inputs, truncate=truncate, truncation_direction=truncation_direction,
-                                          prompt_name=prompt_name)
-        return self.finish_embed_sparse(self.engine.run_all(EMBED, items))
-
     def similarity(self, source_sentence: str, sentences: Sequence[str], truncate: bool | None = None,
-                   truncation_direction: str = "right", prompt_name: str | None = None) -> list[float]:
+                   truncation_direction: str = "right", prompt_name: str | None = None, *,
+                   call: Call | None = None) -> list[float]:
         """Cosine similarity of the source against each sentence (HF sentence-similarity)."""
-        if not sentences:
-            raise EmptyInputError("`inputs.sentences` cannot be empty")
-        vectors = self.embed([source_sentence, *sentences], normalize=False, truncate=truncate,
-                             truncation_direction=truncation_direction, prompt_name=prompt_name)
+        batch = tei_inputs.similarity_batch(source_sentence, sentences)  # TEI: empty before model type
+        self.require(Operation.SIMILARITY)
+        vectors = self.embed(batch.items, normalize=False, truncate=truncate,
+                             truncation_direction=truncation_direction, prompt_name=prompt_name, call=call)
         return [float(x) for x in cosine_to_first(vectors)]
 
     # Classification -------------------------------------------------------------------------
-    def require_classifier(self, reranker: bool = False) -> None:
-        if reranker:
-            if self.kind != "reranker":
-                raise BackendError("model is not a re-ranker model")
-        elif self.kind not in ("classifier", "reranker"):
-            raise BackendError("Model is not a classifier model")
-
-    def prepare_predict(self, inputs, *, truncate=None, truncation_direction="right") -> tuple[list[Encoded], bool]:
-        """PredictInput: "text" | ["a", "b"] (one pair) | [["a"], ["a", "b"], ...] (a batch)."""
-        self.require_classifier()
-        truncate = self._truncate(truncate)
-        if isinstance(inputs, str):
-            items, batch = [[inputs]], False
-        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) for x in inputs):
-            items, batch = [list(inputs)], False
-        elif isinstance(inputs, (list, tuple)) and inputs:
-            items, batch = [list(x) if isinstance(x, (list, tuple)) else [x] for x in inputs], True
-        else:
-            raise EmptyInputError("`inputs` cannot be empty")
-        encoded = []
-        for item in items:
-            if not 1 <= len(item) <= 2 or not all(isinstance(x, str) for x in item):
-                raise ValidationError("each predict input must be one text or a pair of texts")
-            pair = item[1] if len(item) == 2 else None
-            encoded.append(self.tokenizer.encode(item[0], truncate=truncate, pair=pair,
-                                                 truncation_direction=truncation_direction))
-        return encoded, batch
-
-    def finish_predict(self, outputs: Sequence[np.ndarray], raw_scores: bool = False) -> list[list[dict]]:
-        results = []
-        for logits in outputs:
-            scores = scores_from_logits(logits, raw_scores)
-            if np.isnan(scores).any():
-                raise BackendError("score is NaN")
-            ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
-                                key=lambda pair: pair[0])
-            results.append([{"score": score, "label": label} for score, label in ranked])
-        return results
+    def _ranked(self, logits: np.ndarray, raw_scores: bool) -> list[dict]:
+        scores = scores_from_logits(logits, raw_scores)
+        if np.isnan(scores).any():
+            raise BackendError("score is NaN")
+        ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
+                            key=lambda pair: pair[0])
+        return [{"score": score, "label": label} for score, label in ranked]
 
     def predict(self, inputs: PredictInput, raw_scores: bool = False, truncate: bool | None = None,
-                truncation_direction: str = "right"):
-        """Class scores sorted by score; a list of lists for a batch input."""
-        items, batch = self.prepare_predict(inputs, truncate=truncate, truncation_direction=truncation_direction)
-        results = self.finish_predict(self.engine.run_all(PREDICT, items), raw_scores)
-        return results if batch else results[0]
+                truncation_direction: str = "right", *, call: Call | None = None):
+        """Class scores sorted by score; a list of lists for a batch input.
 
-    def prepare_rerank(self, query: str, texts: Sequence[str], *, truncate=None,
-                       truncation_direction="right") -> list[Encoded]:
-        if not texts:  # TEI checks this before the model type
-            raise EmptyInputError("`texts` cannot be empty")
-        self.require_classifier(reranker=True)
+        `inputs`: "text" | ["a", "b"] (one pair) | [["a"], ["a", "b"], ...] (a batch)."""
+        self.require(Operation.PREDICT)
+        batch = tei_inputs.predict_batch(inputs)
         truncate = self._truncate(truncate)
-        return [self.tokenizer.encode(query, pair=text, truncate=truncate,
-                                      truncation_direction=truncation_direction) for text in texts]
 
-    @staticmethod
-    def finish_rerank(outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores=False,
-                      return_text=False) -> list[dict]:
+        def encode() -> list[Encoded]:
+            return [self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
+                                          truncation_direction=truncation_direction) for item in batch.items]
+
+        results = [self._ranked(logits, raw_scores) for logits in self._run(Task.PREDICT, encode, call)]
+        return results if batch.is_batch else results[0]
+
+    def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
+               truncate: bool | None = None, truncation_direction: str = "right", *,
+               call: Call | None = None) -> list[dict]:
+        """Rank texts against a query with a cross-encoder: [{index, score, text?}] best first."""
+        pairs = tei_inputs.rerank_batch(query, texts).items  # TEI checks this before the model type
+        self.require(Operation.RERANK)
+        truncate = self._truncate(truncate)
+
+        def encode() -> list[Encoded]:
+            return [self.tokenizer.encode(first, pair=second, truncate=truncate,
+                                          truncation_direction=truncation_direction) for first, second in pairs]
+
+        return self.rank(self._run(Task.PREDICT, encode, call), texts, raw_scores, return_text)
+
+    def rank(self, outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores: bool = False,
+             return_text: bool = False) -> list[dict]:
+        """`rerank`'s scoring and order for reranker outputs already computed (one logits
+        array per text), e.g. pairs a stream ran one message at a time."""
         ranks = []
         for index, logits in enumerate(outputs):
             score = float(scores_from_logits(logits, raw_scores)[0])
@@ -271,27 +319,17 @@ class Model:
             ranks.append(rank)
         return best_first(ranks, key=lambda r: r["score"])
 
-    def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
-               truncate: bool | None = None, truncation_direction: str = "right") -> list[dict]:
-        """Rank texts against a query with a cross-encoder: [{index, score, text?}] best first."""
-        items = self.prepare_rerank(query, texts, truncate=truncate, truncation_direction=truncation_direction)
-        return self.finish_rerank(self.engine.run_all(PREDICT, items), texts, raw_scores, return_text)
-
     # Tokens -----------------------------------------------------------------------------------
     def tokenize(self, inputs: str | Sequence[str], add_special_tokens: bool = True,
                  prompt_name: str | None = None) -> list[list[dict]]:
         """TEI's /tokenize: always a list of token lists."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not texts:
-            raise EmptyInputError("`inputs` cannot be empty")
-        return [self.tokenizer.tokenize(t, add_special_tokens, prompt_name) for t in texts]
+        batch = tei_inputs.text_batch(inputs)
+        return [self.tokenizer.tokenize(t, add_special_tokens, prompt_name) for t in batch.items]
 
     def decode(self, ids: Sequence[int] | Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
         """TEI's /decode: always a list of strings."""
-        if len(ids) == 0:
-            raise EmptyInputError("`ids` cannot be empty")
-        batch = [ids] if all(isinstance(i, int) for i in ids) else list(ids)
-        return [self.tokenizer.decode(item, skip_special_tokens) for item in batch]
+        batch = tei_inputs.ids_batch(ids)
+        return [self.tokenizer.decode(item, skip_special_tokens) for item in batch.items]
 
 
 def cosine_to_first(vectors: np.ndarray) -> np.ndarray:

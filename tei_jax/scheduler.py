@@ -1,20 +1,22 @@
-"""The batching scheduler: a thread-safe queue of single items in front of one `Engine`.
+"""The batching scheduler: the server's executor, a thread-safe queue of single items in
+front of one `Engine`.
 
-Request threads `submit` tokenized items and get one `concurrent.futures.Future` per item. A
-single batching thread owns every JAX call (warmup included). It cuts batches by the tokens the
-device will actually compute (rows x width, padding included) and by `max_batch_requests`,
-packing items into the policy's compiled shapes with the same `ShapePolicy.pack` as the
-offline planner.
+`run(job, call)` (the `Executor` seam of tei_jax/executor.py) tokenizes a call's inputs on one
+of the tokenization threads, queues each input on its own (`submit`, one
+`concurrent.futures.Future` per item) and waits for them, withdrawing them if the caller
+goes away (`Call.gone`). A single batching thread owns every JAX call (warmup included). It
+cuts batches by the tokens the device will actually compute (rows x width, padding included)
+and by `max_batch_requests`, packing items into the policy's compiled shapes with the same
+`ShapePolicy.pack` as the offline planner, and runs them through the same `Pipeline` as the
+direct executor (batch N+1 is dispatched before batch N's result is read back).
 
 Why not TEI's FIFO: TEI stops at the first item that does not fit, so one long input holds every
 short one behind it. Here the queue is split by (task, width bucket); each batch starts from
 the bucket whose oldest item has waited longest, takes that bucket's items and narrower ones
 as candidates, and lets the policy pack them at the width (that bucket's or a few steps wider)
 that wastes the least. Every item is the oldest of its bucket at some point, so
-nothing starves, and a long item never blocks short ones of another bucket.
-
-The device is kept busy: batch N+1 is dispatched (JAX dispatch is asynchronous) before batch N's
-result is read back, so building the next batch's host arrays overlaps the device's work.
+nothing starves, and a long item never blocks short ones of another bucket. Candidates are
+picked under the queue lock; packing them runs outside it, so `submit` never waits on planning.
 
 This is a library piece: no web framework here. Metrics are reported through callbacks.
 """
@@ -26,17 +28,22 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .batching import BatchShape, PackedBatch
 from .engine import Engine
-from .errors import BackendError, OverloadedError, UnhealthyError
+from .errors import BackendError, TEIError, UnhealthyError, ValidationError
+from .executor import Call, CallWithdrawn, Job, encode_timed
+from .pipeline import Finished, Pipeline, Planned
+from .tasks import Task
 from .tokenization import Encoded
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.05  # how often a waiting call checks that its caller is still there
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,73 +79,7 @@ class _Entry:
     future: Future
     enqueued: float
     live: bool = True  # False once its future was found cancelled after placement
-
-
-@dataclasses.dataclass(eq=False)
-class _InFlight:
-    task: str
-    entries: list[_Entry]
-    batch: PackedBatch
-    output: object  # the device array handle
-    dispatched: float
-
-
-class Permits:
-    """TEI's `--max-concurrent-requests`: non-blocking permits, one per input item.
-
-    A request takes all its permits or none (so a batch larger than what is free is refused
-    at once, as in TEI, without holding a partial share while it waits)."""
-
-    def __init__(self, total: int):
-        if total < 1:
-            raise ValueError("max concurrent requests must be at least 1")
-        self.total = total
-        self._free = total
-        self._lock = threading.Condition()
-
-    @property
-    def available(self) -> int:
-        return self._free
-
-    def try_acquire(self, count: int = 1) -> bool:
-        with self._lock:
-            if count > self._free:
-                return False
-            self._free -= count
-            return True
-
-    def acquire(self, count: int = 1) -> "_Held":
-        """Take `count` permits or raise OverloadedError; use as a context manager."""
-        if not self.try_acquire(count):
-            raise OverloadedError("Model is overloaded")
-        return _Held(self, count)
-
-    def wait_acquire(self, count: int = 1, timeout: float | None = None) -> "_Held":
-        """Take `count` permits, waiting until they are free (TEI's streams wait for a permit
-        per message instead of refusing it); OverloadedError after `timeout` seconds."""
-        if count > self.total:
-            raise OverloadedError("Model is overloaded")
-        with self._lock:
-            if not self._lock.wait_for(lambda: self._free >= count, timeout):
-                raise OverloadedError("Model is overloaded")
-            self._free -= count
-        return _Held(self, count)
-
-    def release(self, count: int = 1) -> None:
-        with self._lock:
-            self._free = min(self.total, self._free + count)
-            self._lock.notify_all()
-
-
-class _Held:
-    def __init__(self, permits: Permits, count: int):
-        self._permits, self._count = permits, count
-
-    def __enter__(self) -> "_Held":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._permits.release(self._count)
+    queued: bool = True  # False once taken into a batch or failed by stop()
 
 
 class Scheduler:
@@ -150,11 +91,16 @@ class Scheduler:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
         on_done: Callable[[str, int, float, bool], None] | None = None,
+        tokenization_workers: int | None = None,
     ):
         """`on_batch(stats)` runs when a batch is dispatched, `on_drop(n)` when queued items of
         clients that went away are dropped, `on_done(task, size, seconds, ok)` when a batch's
-        result is back (or failed): the hooks a server hangs its metrics on."""
+        result is back (or failed): the hooks a server hangs its metrics on.
+        `tokenization_workers` threads tokenize the calls of `run` (so however many threads
+        call it, that many tokenize at once); None tokenizes in the calling thread."""
         self.engine = engine
+        self._tokenizers = (ThreadPoolExecutor(max(1, tokenization_workers), thread_name_prefix="tei-jax-tokenizer")
+                            if tokenization_workers else None)
         self.policy = engine.policy
         self._on_batch = on_batch
         self._on_drop = on_drop
@@ -172,7 +118,11 @@ class Scheduler:
         self.batches = 0
         self._compiles_at_ready: int | None = None
         self._compiles_reported = 0
-        self._last_done = 0.0
+
+    @classmethod
+    def for_model(cls, model, **options) -> "Scheduler":
+        """A scheduler over a loaded `Model`'s engine (hand it back with `model.with_executor`)."""
+        return cls(model.engine, **options)
 
     # Lifecycle --------------------------------------------------------------------------------
     def start(self, warmup: bool = True, progress: Callable | None = None,
@@ -194,6 +144,8 @@ class Scheduler:
             if not drain:
                 self._fail_queued(UnhealthyError("the server is shutting down"))
             self._cond.notify_all()
+        if self._tokenizers is not None:
+            self._tokenizers.shutdown(wait=False)
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -213,12 +165,49 @@ class Scheduler:
         """Real tokens / computed tokens over every batch run so far."""
         return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
 
+    # The executor seam ------------------------------------------------------------------------
+    def run(self, job: Job, call: Call | None = None) -> list[np.ndarray]:
+        """Tokenize the job's inputs, queue each on its own and wait for all; returns one output
+        per input, in order. The first failure fails the call and withdraws its other items;
+        so does the caller going away (`call.gone()` True: `CallWithdrawn`)."""
+        if self._tokenizers is None:
+            items = encode_timed(job, call)
+        else:
+            try:
+                tokenized = self._tokenizers.submit(encode_timed, job, call)
+            except RuntimeError:  # the pool is shut down: stop() was called
+                raise UnhealthyError("the server is shutting down") from None
+            items = tokenized.result()
+        futures = self.submit(job.task, items)
+        gone = call.gone if call is not None else None
+        try:
+            while True:
+                done, pending = wait(futures, timeout=None if gone is None else POLL_S,
+                                     return_when=FIRST_EXCEPTION)
+                failed = next((f for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    raise as_tei_error(failed.exception())
+                if not pending:
+                    break
+                if gone is not None and gone():
+                    raise CallWithdrawn()
+            results: list[Result] = [f.result() for f in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        if call is not None and results:
+            call.queue = sum(r.queue_time for r in results) / len(results)
+            call.inference = sum(r.inference_time for r in results) / len(results)
+        return [r.output for r in results]
+
     # Submitting -------------------------------------------------------------------------------
     def submit(self, task: str, items: Sequence[Encoded]) -> list[Future]:
         """Queue each item on its own; returns one future per item, in order. A future's
         result is a `Result`; an item longer than the widest shape fails its own future."""
         if task not in self.engine.tasks:
             raise BackendError(f"task {task!r} is not available for this model")
+        task = Task(task)
         now = time.perf_counter()
         futures = []
         with self._cond:
@@ -250,7 +239,7 @@ class Scheduler:
                 self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
             self.ready.set()
             self._serve()
-        except BaseException as exc:  # a bug here must not leave request threads waiting forever
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("the batching thread stopped on an unexpected error")
             with self._cond:
                 self._dead = exc
@@ -258,53 +247,57 @@ class Scheduler:
             self.healthy = False
 
     def _serve(self) -> None:
-        pending: _InFlight | None = None
+        pipeline = Pipeline(self.engine, on_dispatch=self._dispatched)
         while True:
             with self._cond:
-                while not self._queued and pending is None and not self._stopping:
+                while not self._queued and not pipeline.busy and not self._stopping:
                     self._cond.wait()
-                if not self._queued and pending is None:
+                if not self._queued and not pipeline.busy:
                     return  # stopping, and everything accepted has been answered
                 started = time.perf_counter()
-                taken = self._next_batch() if self._queued else None
-            launched = self._launch(*taken, started=started) if taken else None
-            if pending is not None:
-                self._complete(pending)
-            pending = launched
+                candidates = self._candidates_of_oldest() if self._queued else None
+            planned = self._take(candidates, started) if candidates else None  # packs unlocked
+            for finished in (pipeline.push(planned) if planned is not None else pipeline.drain()):
+                self._finish(finished)
 
-    def _next_batch(self) -> tuple[str, list[_Entry], PackedBatch] | None:
-        """Take one batch from the queue (the caller holds the lock).
-
-        Candidates are the oldest bucket's items, then narrower buckets' items of the same
-        task, oldest first, up to about two batches' worth; the policy packs them (the
-        oldest item always goes in) and the rest stay queued in their order."""
+    def _candidates_of_oldest(self) -> list[tuple[tuple[str, int], _Entry]]:
+        """The next batch's candidates (the caller holds the lock): the oldest bucket's items,
+        then narrower buckets' items of the same task, oldest first, up to about two batches'
+        worth."""
         self._drop_cancelled_heads()
         heads = [(group[0].enqueued, key) for key, group in self._groups.items() if group]
         if not heads:
-            return None
+            return []
         _, (task, width) = min(heads)
         narrower = sorted((group[0].enqueued, w) for (t, w), group in self._groups.items()
                           if t == task and w < width and group)
-        candidates = self._candidates([(task, width)] + [(task, w) for _, w in narrower])
-        if not candidates:
-            return None
+        return self._candidates([(task, width)] + [(task, w) for _, w in narrower])
+
+    def _take(self, candidates: list[tuple[tuple[str, int], _Entry]], started: float) -> Planned | None:
+        """Pack the candidates (without the lock; the oldest item always goes in), then take
+        the packed ones off the queue; the rest stay queued in their order. None if the
+        queue was failed meanwhile (stop without drain)."""
         packed = self.policy.pack([len(entry.item) for _, entry in candidates], first=0)
         entries = [candidates[i][1] for i in packed.indices]
-        taken = {id(entry) for entry in entries}
-        for key in {key for key, _ in candidates}:
-            group = self._groups[key]
-            kept = [entry for entry in group if id(entry) not in taken]
-            group.clear()
-            group.extend(kept)
-        self._queued -= len(entries)
-        for entry in entries:
-            # Placed: from here on the client can no longer cancel it. If it was cancelled in
-            # the meantime, its slot is still computed but nobody is answered.
-            entry.live = entry.future.set_running_or_notify_cancel()
-            if not entry.live:
-                self._dropped(1)
+        with self._cond:
+            if not all(entry.queued for entry in entries):
+                return None
+            taken = {id(entry) for entry in entries}
+            for key in {key for key, _ in candidates}:
+                group = self._groups[key]
+                kept = [entry for entry in group if id(entry) not in taken]
+                group.clear()
+                group.extend(kept)
+            self._queued -= len(entries)
+            for entry in entries:
+                entry.queued = False
+                # Placed: from here on the client can no longer cancel it. If it was cancelled
+                # in the meantime, its slot is still computed but nobody is answered.
+                entry.live = entry.future.set_running_or_notify_cancel()
+                if not entry.live:
+                    self._dropped(1)
         batch = PackedBatch(list(range(len(entries))), packed.placements, packed.shape, packed.real_tokens)
-        return task, entries, batch
+        return Planned(entries[0].task, [e.item for e in entries], batch, tag=(entries, started))
 
     def _candidates(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], _Entry]]:
         """Queued items of these buckets, in order, until they hold about two batches' worth
@@ -338,43 +331,31 @@ class Scheduler:
         if self._on_drop is not None:
             self._on_drop(count)
 
-    def _launch(self, task: str, entries: list[_Entry], batch: PackedBatch,
-                started: float | None = None) -> _InFlight | None:
-        dispatched = time.perf_counter()
-        try:
-            output = self.engine.dispatch(task, [e.item for e in entries], batch)
-        except Exception as exc:
-            self._fail(entries, exc)
-            self._done(task, len(entries), 0.0, False)
-            return None
-        build_time = time.perf_counter() - (started if started is not None else dispatched)
-        self._check_compiles(task, batch.shape)
+    def _dispatched(self, planned: Planned) -> None:
+        """A batch is on the device: counters, the recompilation witness, metrics."""
+        entries, started = planned.tag
+        batch = planned.batch
+        self._check_compiles(planned.task, batch.shape)
         self.batches += 1
         self.real_tokens += batch.real_tokens
         self.computed_tokens += batch.shape.tokens
         if self._on_batch is not None:
-            try:
-                self._on_batch(BatchStats(task, len(entries), batch.shape, batch.real_tokens, self._queued,
-                                          build_time))
-            except Exception:
-                log.exception("batch metrics callback failed")
-        return _InFlight(task, entries, batch, output, dispatched)
+            self._on_batch(BatchStats(planned.task, len(entries), batch.shape, batch.real_tokens, self._queued,
+                                      time.perf_counter() - started))
 
-    def _complete(self, flight: _InFlight) -> None:
-        try:
-            outputs = self.engine.collect(flight.task, [e.item for e in flight.entries], flight.batch,
-                                          flight.output)
-        except Exception as exc:
-            self._fail(flight.entries, exc)
-            self._done(flight.task, len(flight.entries), time.perf_counter() - flight.dispatched, False)
+    def _finish(self, finished: Finished) -> None:
+        """Answer a batch's futures with its outputs (or its error)."""
+        entries, _ = finished.planned.tag
+        task = finished.planned.task
+        if finished.error is not None:
+            self._fail(entries, finished.error)
+            self._done(task, len(entries), finished.device_time, False)
             return
         done = time.perf_counter()
-        # The device only starts this batch once the previous one is finished.
-        inference = done - max(flight.dispatched, self._last_done)
-        self._last_done = done
+        inference = finished.device_time
         self.healthy = True
-        self._done(flight.task, len(flight.entries), inference, True)
-        for entry, output in zip(flight.entries, outputs):
+        self._done(task, len(entries), inference, True)
+        for entry, output in zip(entries, finished.outputs):
             if entry.live:
                 entry.future.set_result(Result(output, max(0.0, done - entry.enqueued - inference), inference))
 
@@ -389,7 +370,6 @@ class Scheduler:
         log.error("batch of %d items failed: %s", len(entries), exc)
         self.healthy = False
         error = exc if isinstance(exc, BackendError) else BackendError(f"Backend error: {exc}")
-        self._last_done = time.perf_counter()
         for entry in entries:
             if entry.live:
                 entry.future.set_exception(error)
@@ -399,6 +379,7 @@ class Scheduler:
         for group in self._groups.values():
             while group:
                 entry = group.popleft()
+                entry.queued = False
                 if entry.future.set_running_or_notify_cancel():
                     entry.future.set_exception(error)
         self._queued = 0
@@ -420,3 +401,12 @@ class Scheduler:
         if self._compiles_at_ready is None:
             return 0
         return self.engine.compile_count - self._compiles_at_ready
+
+
+def as_tei_error(exc: BaseException) -> BaseException:
+    """An item's failure as the TEI error its caller sees."""
+    if isinstance(exc, TEIError):
+        return exc
+    if isinstance(exc, ValueError):  # an item longer than the widest compiled shape
+        return ValidationError(f"Input validation error: {exc}")
+    return BackendError(f"Backend error: {exc}")

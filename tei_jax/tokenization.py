@@ -2,7 +2,7 @@
 
 The tokenizer.json of many models carries fixed padding and truncation settings; we switch
 them off and keep three read-only tokenizers (no truncation, truncate right, truncate left) so
-concurrent request threads never mutate shared state.
+the threads that tokenize at once (the server's tokenization workers) never mutate shared state.
 """
 
 from __future__ import annotations

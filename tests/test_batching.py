@@ -108,7 +108,7 @@ def test_row_ladder_and_request_cap():
 
 def test_too_long_raises():
     with pytest.raises(ValueError):
-        ShapePolicy(64).seq_bucket(65)
+        ShapePolicy(64).width_for(65)  # seq_bucket, its dead alias, is gone
 
 
 def test_batch_tokens_aims_batches_below_the_cap():

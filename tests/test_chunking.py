@@ -11,16 +11,13 @@ import tei_jax
 from tei_jax import chunking
 from tei_jax.errors import ModelLoadError, ValidationError
 from tei_jax.tokenization import Encoded
-from tiny_models import load_cached, make_model, random_texts, write_pooling
-
-LIMIT = 64  # max_position_embeddings of the tiny model: its max_input_length
+from corpus_data import LIMIT, embed_model_dir
+from tiny_models import load_cached, make_model, random_texts
 
 
 @pytest.fixture(scope="module")
 def folder():
-    path = make_model("bert", max_position_embeddings=LIMIT)
-    write_pooling(path, "mean")
-    return path
+    return embed_model_dir()
 
 
 @pytest.fixture(scope="module")

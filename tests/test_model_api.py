@@ -91,17 +91,25 @@ def test_out_of_vocabulary_ids_are_dropped_as_tei_decodes_them(model):
         model.embed([10**9])
 
 
+class Fixed:
+    """An executor that answers with fixed outputs (it still tokenizes, as executors do)."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def run(self, job, call=None):
+        assert len(job.encode()) == len(self.outputs)
+        return list(self.outputs)
+
+
 def test_ties_come_out_last_index_first_as_in_tei():
-    from types import SimpleNamespace
-
-    from tei_jax.model import Model
-
-    outputs = [np.array([0.5]), np.array([0.1]), np.array([0.5])]
-    ranks = Model.finish_rerank(outputs, ["test", "other", "test"], raw_scores=True)
+    reranker = tm.load_cached(tm.make_model("bert", "classification", num_labels=1))
+    fixed = Fixed([np.array([0.5]), np.array([0.1]), np.array([0.5])])
+    ranks = reranker.with_executor(fixed).rerank("q", ["test", "other", "test"], raw_scores=True)
     assert [r["index"] for r in ranks] == [2, 0, 1]
-    fake = SimpleNamespace(spec=SimpleNamespace(id2label={0: "a", 1: "b", 2: "c"}))
-    [labels] = Model.finish_predict(fake, [np.array([1.0, 1.0, 0.0])], raw_scores=True)
-    assert [p["label"] for p in labels] == ["b", "a", "c"]
+    classifier = tm.load_cached(tm.make_model("bert", "classification", num_labels=3))
+    [labels] = classifier.with_executor(Fixed([np.array([1.0, 1.0, 0.0])])).predict([["x"]], raw_scores=True)
+    assert [p["label"] for p in labels] == ["LABEL_1", "LABEL_0", "LABEL_2"]
 
 
 def test_similarity_is_a_cosine_of_unnormalized_vectors():

@@ -14,7 +14,9 @@ import grpc
 from tei_jax.errors import BackendError, TEIError
 
 from ..errors import FAILURE_LABEL
-from ..service import ClientDisconnected, Service, Timings
+from tei_jax.executor import CallWithdrawn
+
+from ..service import Service, Timings
 from .operations import Call
 from .status import code_for
 from .streams import ordered_map
@@ -38,7 +40,7 @@ class Calls:
         """A new call's state; counted in te_request_count{method} unless method is None."""
         if method is not None:
             self.service.metrics.request_count.labels(method).inc()
-        return Call(self.service, Timings(time.perf_counter()), wait_for_permits=wait_for_permits,
+        return Call(self.service, self.service.timings(), wait_for_permits=wait_for_permits,
                     client_gone=lambda: not context.is_active())
 
     def unary(self, context: grpc.ServicerContext, work: Callable[[Call], Message], method: str = "single",
@@ -82,7 +84,7 @@ class Calls:
             return work(call)
         except TEIError:
             raise
-        except ClientDisconnected:
+        except CallWithdrawn:
             raise BackendError("the client went away") from None
         except Exception as exc:
             log.exception("unexpected error in a gRPC call")

@@ -1,23 +1,25 @@
 """What each tei.v1 method asks of the server, on the pieces the HTTP routes use.
 
-The model's prepare_*/finish_* carry TEI's validation, truncation, prompts, dimensions,
-normalisation, sorting and model-type rules; the `Service` carries the tokenizer threads,
-the batching scheduler, the permits and the metrics. A gRPC message holds one input, so each
-function here is one TEI operation on one input (rerank: one query and its texts). They know
-nothing of gRPC; `calls.py` turns their values and errors into messages and statuses.
+The served model's operations (`model.embed(...)`, the same methods the HTTP routes and a
+notebook call) carry TEI's validation, truncation, prompts, dimensions, normalisation,
+sorting and model-type rules, and run through the batching scheduler; the `Service` carries
+the permits and the metrics. A gRPC message holds one input, so each function here is one TEI
+operation on one input (rerank: one query and its texts). They know nothing of gRPC;
+`calls.py` turns their values and errors into messages and statuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from contextlib import AbstractContextManager
 from typing import Callable, Sequence
 
 import numpy as np
 
-from tei_jax.engine import EMBED, EMBED_ALL, PREDICT
-from tei_jax.errors import EmptyInputError, UnhealthyError
+from tei_jax import inputs
+from tei_jax.errors import UnhealthyError
+from tei_jax.executor import Call as ModelCall
+from tei_jax.tasks import Operation
 
 from ..errors import batch_size_error
 from ..service import Service, Timings
@@ -39,67 +41,58 @@ class Call:
         permits = self.service.permits
         return permits.wait_acquire(count) if self.wait_for_permits else permits.acquire(count)
 
-    def infer(self, task: str, items) -> list[np.ndarray]:
-        self.inferring = True
-        return [r.output for r in self.service.infer(task, items, self.timings, client_gone=self.client_gone)]
+    def model_call(self) -> ModelCall:
+        """The `Call` handed to one model operation (it watches the client)."""
+        return ModelCall(gone=self.client_gone)
 
-    def tokenize(self, prepare: Callable[[], list]) -> list:
-        return self.service.tokenize(self.timings, prepare)
+    def done(self, model_call: ModelCall) -> None:
+        """Take in a model call's sizes and timings (also after a failure)."""
+        self.inferring = self.inferring or model_call.ran
+        self.timings.add(model_call)
+
+
+def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1,
+         duration: bool = True):
+    """Permits, then one model operation with its metrics; the answer."""
+    model_call = call.model_call()
+    try:
+        with call.permits(permits), call.service.counted(family, model_call, call.timings.start, duration):
+            return operation(model_call)
+    finally:
+        call.done(model_call)
 
 
 def embed(call: Call, text: str, *, truncate: bool, normalize: bool, truncation_direction: str,
           prompt_name: str | None, dimensions: int | None) -> np.ndarray:
     """One pooled embedding (float32 [d])."""
-    service = call.service
-    model = service.require_ready()
-    with call.permits():
-        items = call.tokenize(lambda: model.prepare_embed(
-            text, normalize=normalize, truncate=truncate, truncation_direction=truncation_direction,
-            prompt_name=prompt_name, dimensions=dimensions))
-        service.metrics.embed_count.inc(len(items))
-        outputs = call.infer(EMBED, items)
-    vector = model.finish_embed(outputs, normalize, dimensions, items)[0]
-    service.metrics.embed_success.inc(len(items))
-    service.metrics.embed_duration.observe(time.perf_counter() - call.timings.start)
-    return vector
+    model = call.service.require_ready()
+    return _run(call, "embed", lambda c: model.embed(
+        text, normalize=normalize, truncate=truncate, truncation_direction=truncation_direction,
+        prompt_name=prompt_name, dimensions=dimensions, call=c))[0]
 
 
 def embed_sparse(call: Call, text: str, *, truncate: bool, truncation_direction: str,
                  prompt_name: str | None) -> list[dict]:
     """One SPLADE vector as TEI's [{index, value}] (non-zero entries)."""
     model = call.service.require_ready()
-    with call.permits():
-        items = call.tokenize(lambda: model.prepare_embed_sparse(
-            text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name))
-        outputs = call.infer(EMBED, items)
-    return model.finish_embed_sparse(outputs)[0]
+    return _run(call, None, lambda c: model.embed_sparse(
+        text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
 def embed_all(call: Call, text: str, *, truncate: bool, truncation_direction: str,
               prompt_name: str | None) -> np.ndarray:
     """Per-token hidden states of one input (float32 [tokens, hidden])."""
     model = call.service.require_ready()
-    with call.permits():
-        items = call.tokenize(lambda: model.prepare_embed_all(
-            text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name))
-        outputs = call.infer(EMBED_ALL, items)
-    return outputs[0]
+    return _run(call, None, lambda c: model.embed_all(
+        text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
 def predict(call: Call, inputs: str | Sequence[str], *, truncate: bool, raw_scores: bool,
             truncation_direction: str) -> list[dict]:
     """Scores of one text or one pair, best first: [{score, label}]."""
-    service = call.service
-    model = service.require_ready()
-    with call.permits():
-        items = call.tokenize(lambda: model.prepare_predict(
-            inputs, truncate=truncate, truncation_direction=truncation_direction)[0])
-        service.metrics.predict_count.inc(len(items))
-        outputs = call.infer(PREDICT, items)
-    scores = model.finish_predict(outputs, raw_scores)[0]
-    service.metrics.predict_success.inc(len(items))
-    service.metrics.predict_duration.observe(time.perf_counter() - call.timings.start)
-    return scores
+    model = call.service.require_ready()
+    return _run(call, "predict", lambda c: model.predict(
+        inputs, raw_scores=raw_scores, truncate=truncate, truncation_direction=truncation_direction, call=c))
 
 
 def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_scores: bool,
@@ -107,22 +100,15 @@ def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_
     """Ranks of texts against a query, best first: [{index, score, text?}]."""
     service = call.service
     model = service.require_ready()
-    if not texts:  # TEI: empty, then the model type, then the batch size
-        raise EmptyInputError("`texts` cannot be empty")
-    model.require_classifier(reranker=True)
+    size = inputs.rerank_batch(query, texts).size  # TEI: empty, then the model type, then the batch size
+    model.require(Operation.RERANK)
     limit = service.settings.max_client_batch_size
-    if len(texts) > limit:
+    if size > limit:
         call.batch_size_error = True
-        raise batch_size_error(len(texts), limit)
-    with call.permits(len(texts)):
-        items = call.tokenize(lambda: model.prepare_rerank(
-            query, texts, truncate=truncate, truncation_direction=truncation_direction))
-        call.timings.chars = len(query) * len(texts) + sum(len(t) for t in texts)
-        service.metrics.predict_count.inc(len(items))
-        outputs = call.infer(PREDICT, items)
-    ranks = model.finish_rerank(outputs, texts, raw_scores, return_text)
-    service.metrics.predict_success.inc(len(items))
-    return ranks
+        raise batch_size_error(size, limit)
+    return _run(call, "predict", lambda c: model.rerank(
+        query, texts, raw_scores=raw_scores, return_text=return_text, truncate=truncate,
+        truncation_direction=truncation_direction, call=c), permits=size, duration=False)
 
 
 def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: str | None) -> list[dict]:
@@ -132,8 +118,7 @@ def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: st
 
 def decode(call: Call, ids: Sequence[int], *, skip_special_tokens: bool) -> str:
     model = call.service.require_ready()
-    if len(ids) == 0:
-        raise EmptyInputError("`input_ids` cannot be empty")
+    inputs.ids_batch(list(ids), field="input_ids")
     return model.decode(list(ids), skip_special_tokens)[0]
 
 
@@ -151,18 +136,14 @@ def info(call: Call) -> dict:
 
 def rerank_pair(call: Call, query: str, text: str, *, truncate: bool, truncation_direction: str) -> np.ndarray:
     """One (query, text) pair's raw output, for RerankStream: its messages run one by one and
-    are ranked together by `finish_rerank` (the same scoring and sorting as `rerank`)."""
-    service = call.service
-    model = service.require_ready()
-    model.require_classifier(reranker=True)
-    with call.permits():
-        items = call.tokenize(lambda: model.prepare_rerank(
-            query, [text], truncate=truncate, truncation_direction=truncation_direction))
-        call.timings.chars = len(query) + len(text)
-        service.metrics.predict_count.inc(len(items))
-        outputs = call.infer(PREDICT, items)
-    service.metrics.predict_success.inc(len(items))
-    return outputs[0]
+    are ranked together by `rank_pairs` (the model's `rank`, the same scoring and sorting as
+    `rerank`)."""
+    model = call.service.require_ready()
+    model.require(Operation.RERANK)
+    [rank] = _run(call, "predict", lambda c: model.rerank(
+        query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c),
+        duration=False)
+    return np.array([rank["score"]], dtype=np.float32)
 
 
 def rank_pairs(call: Call, outputs: Sequence[np.ndarray], texts: Sequence[str], parts: Sequence[Timings], *,
@@ -175,4 +156,4 @@ def rank_pairs(call: Call, outputs: Sequence[np.ndarray], texts: Sequence[str], 
     timings.tokens = sum(p.tokens for p in parts)
     for phase in ("tokenization", "queue", "inference"):
         setattr(timings, phase, sum(getattr(p, phase) for p in parts) / max(1, len(parts)))
-    return model.finish_rerank(outputs, texts, raw_scores, return_text)
+    return model.rank(outputs, texts, raw_scores, return_text)

@@ -83,6 +83,7 @@ class GrpcServer:
         if self._server.add_insecure_port(self.address) == 0:
             raise OSError(f"gRPC: cannot listen on {self.address}")
         self._stopped: threading.Event | None = None
+        self._stopping = threading.Lock()  # SIGTERM's thread and the worker's exit hook both stop it
 
     def start(self) -> None:
         self._server.start()
@@ -91,11 +92,12 @@ class GrpcServer:
 
     def stop(self, grace: float) -> threading.Event:
         """Begin the drain (idempotent); the event is set once every call has ended."""
-        if self._stopped is None:
-            log.info("gRPC server stopping: refusing new calls, %ss for running ones", grace)
-            self.health.stop()
-            self._stopped = self._server.stop(grace)
-        return self._stopped
+        with self._stopping:
+            if self._stopped is None:
+                log.info("gRPC server stopping: refusing new calls, %ss for running ones", grace)
+                self.health.stop()
+                self._stopped = self._server.stop(grace)
+            return self._stopped
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)

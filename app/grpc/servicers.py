@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 
 from tei_jax.errors import ValidationError
+from tei_jax.tasks import Operation
 
 from . import convert, operations as ops
 from .calls import Calls
@@ -135,7 +136,7 @@ class RerankServicer(rpc.RerankServicer):
             return output, message.text, part.timings
 
         def work(call: Call) -> pb.RerankResponse:
-            call.service.require_ready().require_classifier(reranker=True)
+            call.service.require_ready().require(Operation.RERANK)
             call.inferring = True  # from here a Backend error is an inference failure
             outputs, texts, parts = [], [], []
             pairs = ordered_map(calls.stream_pool, one, remember_first(request_iterator), calls.max_parallel)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import engine_mode, machine, presets, report, server_mode, workloads
+from . import corpus_mode, engine_mode, machine, presets, report, server_mode, workloads
 from .progress import Progress
 
 
@@ -16,11 +16,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tei_jax.bench", description=(
         "Throughput and latency of tei-jax against sentence-transformers (engine mode) or "
         "infinity-emb (server mode) on the same weights and inputs, in one run."))
-    p.add_argument("--mode", choices=("engine", "server"), default="engine")
+    p.add_argument("--mode", choices=("engine", "server", "corpus"), default="engine",
+                   help="corpus: the tei_jax.embed corpus job (and on Ray) against sentence-transformers' encode")
     p.add_argument("--preset", choices=sorted(presets.PRESETS), default="minilm")
     p.add_argument("--workload", choices=workloads.WORKLOADS, default="mixed")
     p.add_argument("--count", type=int, default=None,
-                   help="texts in the workload (engine default 512, 64 for fixed512; server default 1024)")
+                   help="texts in the workload (engine default 512, 64 for fixed512; server default 1024; "
+                        "corpus default 20000)")
+    p.add_argument("--no-ray", action="store_true", help="corpus: skip the Ray Data row")
     p.add_argument("--batch-size", type=int, default=None,
                    help="texts per embed call (engine, default 32) or per HTTP request (server, default 1)")
     p.add_argument("--rounds", type=int, default=3, help="alternating measured rounds per system")
@@ -76,7 +79,16 @@ def run(args: argparse.Namespace) -> dict:
     on_gpu = jax.default_backend() != "cpu"
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     peak = None if args.no_peak else machine.peak_matmul_flops(size=args.peak_size)
-    if args.mode == "engine":
+    if args.mode == "corpus":
+        options = corpus_mode.CorpusOptions(preset=args.preset, documents=args.count or 20_000, seed=args.seed,
+                                            dtype=args.dtype, peer=args.peer, peer_batch_size=args.peer_batch_size,
+                                            ray=not args.no_ray, work_dir=args.work_dir)
+        progress = Progress(2 + args.peer + (not args.no_ray), enabled=not args.quiet)
+        try:
+            result = corpus_mode.run(options, progress)
+        finally:
+            progress.close()
+    elif args.mode == "engine":
         count = args.count or (64 if args.workload == "fixed512" else 512)
         options = engine_mode.EngineOptions(
             preset=args.preset, workload=args.workload, count=count, batch_size=args.batch_size or 32,
@@ -117,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         for path in args.table:
             print(f"{path}:\n{report.table(report.with_ratios(json.loads(path.read_text())))}\n")
+        return 0
+    if args.mode == "corpus":
+        result = run(args)
+        print(corpus_mode.table(result))
+        backend = result["machine"]["jax_backend"]
+        path = report.write_json(result, args.output_dir, args.name or f"corpus-{args.preset}-mixed-{backend}")
+        print(f"wrote {path}")
         return 0
     result = report.with_ratios(run(args))
     name = args.name or report.default_name(result)

@@ -86,7 +86,7 @@ def load_ours(folder: Path, options: EngineOptions, attention: str | None = None
 def ours_system(model, options: EngineOptions, texts: list[str], name: str = OURS) -> tuple[System, list[int]]:
     """tei_jax as a System, and its exact token lengths for the texts; padding efficiency is
     over the same client batches (the engine plans each embed call on its own)."""
-    lengths = [len(e) for e in model.prepare_embed(texts)]
+    lengths = [len(model.tokenizer.encode(t, truncate=model.auto_truncate)) for t in texts]
     plans = [batch for group in chunks(lengths, options.batch_size) for batch in model.engine.policy.plan(group)]
     system = System(name, model.dtype, lambda batch: model.embed(batch), padding_efficiency(plans),
                     lambda: model.compile_count)

@@ -1,7 +1,7 @@
 """Where tei-jax's embed time goes: tokenization, batch planning, host arrays, device compute
 (dispatch + wait) and reading results back, timed phase by phase without overlap.
 
-It drives the engine's public pieces in the same order `Model.embed` does, one client batch
+It drives the engine's public pieces in the order `Model.embed` and its executor do, one client batch
 at a time, so the phases add up to about one un-overlapped embed call.
 """
 
@@ -11,8 +11,12 @@ import time
 from typing import Sequence
 
 import jax
+import numpy as np
 
-from ..engine import EMBED
+from ..pooling import truncate_and_normalize
+from ..tasks import Task
+
+EMBED = Task.EMBED
 
 PHASES = ("tokenize", "plan", "host_arrays", "device", "collect", "finish")
 
@@ -25,7 +29,7 @@ def profile_embed(model, batches: Sequence[list[str]], repeats: int = 1) -> dict
         spent = dict.fromkeys(PHASES, 0.0)
         for texts in batches:
             t0 = time.perf_counter()
-            items = model.prepare_embed(texts)
+            items = [model.tokenizer.encode(t, truncate=model.auto_truncate) for t in texts]
             t1 = time.perf_counter()
             plans = engine.policy.plan([len(i) for i in items])
             t2 = time.perf_counter()
@@ -44,7 +48,7 @@ def profile_embed(model, batches: Sequence[list[str]], repeats: int = 1) -> dict
                 spent["device"] += (a2 - a1) - (a1 - a0)
                 spent["collect"] += a3 - a2
             t3 = time.perf_counter()
-            model.finish_embed(outputs)
+            truncate_and_normalize(np.stack(outputs), None, True)
             t4 = time.perf_counter()
             spent["tokenize"] += t1 - t0
             spent["plan"] += t2 - t1

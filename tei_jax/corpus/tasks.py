@@ -1,8 +1,8 @@
 """The one place the corpus runners talk to a Model: texts in, Arrow columns and counts out.
 
-It uses the model's own operations (prepare, run, finish), so a corpus row gets exactly what
-`model.embed` / `embed_sparse` / `predict` return for the same text, and it counts the real
-and computed tokens for the progress bar and the summary. A batch that the model refuses
+It calls the model's own operations (`model.embed` / `embed_sparse` / `predict`, with a `Call`
+that reports the tokens), so a corpus row gets exactly what they return for the same text,
+and it counts the real and computed tokens for the progress bar and the summary. A batch that the model refuses
 (a TEI error) is retried one text at a time so the culprits become bad rows and the rest is
 embedded.
 """
@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..engine import EMBED, PREDICT
 from ..errors import TEIError
+from ..executor import Call, Job
+from ..tasks import Operation
 
 
 class Task(str, enum.Enum):
@@ -94,9 +95,9 @@ class TaskRunner:
         if self.task is Task.EMBED:
             self.model.check_embed_options(self.options.normalize, self.options.dimensions)
         elif self.task is Task.SPARSE:
-            self.model.require_embedding(sparse=True)
+            self.model.require(Operation.EMBED_SPARSE)
         else:
-            self.model.require_classifier()
+            self.model.require(Operation.PREDICT)
 
     @property
     def width(self) -> int | None:
@@ -124,42 +125,57 @@ class TaskRunner:
         return output
 
     # The model operations -------------------------------------------------------------------
-    def _prepare(self, texts: list[str]):
-        o, model = self.options, self.model
+    def _prepare(self, texts: list[str]) -> None:
+        """Raise the TEI error the operation would raise for `texts`, without running them:
+        the operation runs over an executor that stops once the inputs are tokenized."""
+        try:
+            self._call(self.model.with_executor(_TokenizeOnly()), texts, Call())
+        except _Tokenized:
+            pass
+
+    def _call(self, model, texts: list[str], call: Call):
+        o = self.options
         if self.task is Task.EMBED:
-            return model.prepare_embed(texts, normalize=o.normalize, truncate=o.truncate,
-                                       truncation_direction=o.truncation_direction, prompt_name=o.prompt_name,
-                                       dimensions=o.dimensions)
+            return model.embed(texts, normalize=o.normalize, truncate=o.truncate,
+                               truncation_direction=o.truncation_direction, prompt_name=o.prompt_name,
+                               dimensions=o.dimensions, call=call)
         if self.task is Task.SPARSE:
-            return model.prepare_embed_sparse(texts, truncate=o.truncate, truncation_direction=o.truncation_direction,
-                                              prompt_name=o.prompt_name)
-        return model.prepare_predict([[t] for t in texts], truncate=o.truncate,
-                                     truncation_direction=o.truncation_direction)[0]
+            return model.embed_sparse(texts, truncate=o.truncate, truncation_direction=o.truncation_direction,
+                                      prompt_name=o.prompt_name, call=call)
+        return model.predict([[t] for t in texts], raw_scores=o.raw_scores, truncate=o.truncate,
+                             truncation_direction=o.truncation_direction, call=call)
 
     def _run(self, texts: list[str], kept: list[int]) -> Output:
         if not texts:
-            return Output(self._columns([], []), kept)
-        items = self._prepare(texts)
-        lengths = [len(item) for item in items]
+            return Output(self._columns([]), kept)
+        call = Call()
+        answers = self._call(self.model, texts, call)
+        lengths = call.input_lengths
         computed = sum(batch.shape.tokens for batch in self.model.engine.policy.plan(lengths))
-        outputs = self.model.engine.run_all(PREDICT if self.task is Task.PREDICT else EMBED, items)
         counts = Counts(len(texts), sum(lengths), computed)
-        return Output(self._columns(items, outputs), kept, counts=counts)
+        return Output(self._columns(answers), kept, counts=counts)
 
-    def _columns(self, items, outputs) -> dict[str, pa.Array]:
-        o = self.options
+    def _columns(self, answers) -> dict[str, pa.Array]:
         if self.task is Task.EMBED:
-            vectors = (self.model.finish_embed(outputs, o.normalize, o.dimensions, items) if outputs
-                       else np.zeros((0, self.width), np.float32))
+            vectors = answers if len(answers) else np.zeros((0, self.width), np.float32)
             return {"embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.width)}
         if self.task is Task.SPARSE:
-            nonzero = [np.nonzero(vector)[0] for vector in outputs]
-            offsets = pa.array(np.cumsum([0] + [len(n) for n in nonzero]), pa.int32())
-            flat_index = np.concatenate(nonzero).astype(np.int32) if nonzero else np.zeros(0, np.int32)
-            flat_value = (np.concatenate([v[n] for v, n in zip(outputs, nonzero)]).astype(np.float32)
-                          if nonzero else np.zeros(0, np.float32))
+            offsets = pa.array(np.cumsum([0] + [len(entries) for entries in answers]), pa.int32())
+            flat_index = np.array([e["index"] for entries in answers for e in entries], np.int32)
+            flat_value = np.array([e["value"] for entries in answers for e in entries], np.float32)
             return {"indices": pa.ListArray.from_arrays(offsets, pa.array(flat_index)),
                     "values": pa.ListArray.from_arrays(offsets, pa.array(flat_value))}
-        ranked = self.model.finish_predict(outputs, o.raw_scores) if outputs else []
-        return {"labels": pa.array([[r["label"] for r in row] for row in ranked], pa.list_(pa.string())),
-                "scores": pa.array([[r["score"] for r in row] for row in ranked], pa.list_(pa.float32()))}
+        return {"labels": pa.array([[r["label"] for r in row] for row in answers], pa.list_(pa.string())),
+                "scores": pa.array([[r["score"] for r in row] for row in answers], pa.list_(pa.float32()))}
+
+
+class _Tokenized(Exception):
+    """Raised by `_TokenizeOnly` once a job's inputs were tokenized without error."""
+
+
+class _TokenizeOnly:
+    """An executor that tokenizes a job (raising its TEI errors) and runs nothing."""
+
+    def run(self, job: Job, call: Call | None = None):
+        job.encode()
+        raise _Tokenized()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import flax.linen as nn
 
@@ -30,6 +31,8 @@ class Architecture:
     uses_token_types: bool = False
     checkpoint_prefixes: tuple[str, ...] = ("",)
     output_size: int | None = None  # per-token width when a projection follows the stack (Qwen3 `linear`)
+    # A fixed map of every pooled embedding, after any Dense modules (pplx's int8 levels).
+    pooled_transform: Callable | None = None
 
     def load_params(self, reader: WeightReader) -> dict:
         """{"encoder": ..., "head": ...} in the modules' layout; raises ModelLoadError listing

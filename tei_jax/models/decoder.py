@@ -55,6 +55,9 @@ FAMILIES = {
                            window_layers_field="max_window_layers"),
     "llama": DecoderFamily(qkv_bias=None, out_bias=None),
     "llama_bidirec": DecoderFamily(qkv_bias=None, out_bias=None, bidirectional=True),
+    # pplx.py: Qwen3 layers, bidirectional (TEI's Pplx1 = its Qwen3 with the config's flag).
+    "bidirectional_pplx_qwen3": DecoderFamily(qkv_bias=None, out_bias=None, qk_norm=True,
+                                              bidirectional=True),
 }
 
 
@@ -111,14 +114,15 @@ def rope_theta(config: dict) -> float:
 
 def is_causal(spec: ModelSpec) -> bool:
     """Decoders attend causally unless the config says otherwise: Qwen3's
-    use_bidirectional_attention, an explicit is_causal, or the remote-code Qwen2Model."""
+    use_bidirectional_attention, an explicit is_causal, the remote-code Qwen2Model, or a
+    bidirectional family (llama_bidirec, pplx) whose config does not set the flag false."""
     config = spec.config
     if config.get("use_bidirectional_attention"):
         return False
     if "is_causal" in config:
         return bool(config["is_causal"])
     if FAMILIES[spec.model_type].bidirectional:
-        return False
+        return config.get("use_bidirectional_attention") is False
     return not is_remote_qwen2(config, spec.model_type)  # gte-Qwen2, stella: bidirectional
 
 

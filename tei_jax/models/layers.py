@@ -34,6 +34,7 @@ CHECKPOINT_ONLY = nn.initializers.zeros_init()
 class NormKind(str, enum.Enum):
     LAYER = "layernorm"
     RMS = "rmsnorm"
+    RMS_PLUS_ONE = "rmsnorm_plus_one"  # RMSNorm scaled by (1 + weight) (Gemma)
 
 
 class PositionKind(str, enum.Enum):
@@ -130,6 +131,7 @@ class AttentionSpec:
     causal: bool = False
     qk_norm: QKNorm = QKNorm.NONE
     implementation: str = "xla"
+    scale: float | None = None  # softmax scale; None: head_dim ** -0.5 (Gemma: query_pre_attn_scalar)
 
     @property
     def num_kv_heads(self) -> int:
@@ -187,6 +189,8 @@ class StackSpec:
     embedding_norm: bool = True
     final_norm: bool = False
     attn_renorm: bool = False  # JinaBERT qk-post-norm: normalise (attention block + input) again
+    post_norms: bool = False  # pre-norm stacks that also normalise each block's output (Gemma)
+    embedding_scale: float = 1.0  # word embeddings times this (Gemma: sqrt(hidden_size))
     rotary: RotarySpec | None = None
     relative_buckets: int = 0  # PositionKind.RELATIVE: the bias table's buckets and reach
     relative_max_distance: int = 128
@@ -253,9 +257,10 @@ class Norm(nn.Module):
         reduce = tuple(range(-self.axes, 0))
         scale = self.param("scale", nn.initializers.ones, shape, self.dtype)
         x32 = x.astype(jnp.float32)
-        if kind is NormKind.RMS:
+        if kind in (NormKind.RMS, NormKind.RMS_PLUS_ONE):
             y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=reduce, keepdims=True) + self.eps)
-            return (y * scale.astype(jnp.float32)).astype(self.dtype)
+            weight = scale.astype(jnp.float32) + (1.0 if kind is NormKind.RMS_PLUS_ONE else 0.0)
+            return (y * weight).astype(self.dtype)
         mean = jnp.mean(x32, axis=reduce, keepdims=True)
         centered = x32 - mean
         var = jnp.mean(centered * centered, axis=reduce, keepdims=True)
@@ -347,7 +352,7 @@ class SelfAttention(nn.Module):
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         alibi = alibi_slopes(h) if stack.positions is PositionKind.ALIBI else None
         out = attend(q, k, v, segment_ids, causal=a.causal, bias=bias, alibi=alibi, window=window,
-                     implementation=a.implementation)
+                     scale=a.scale, implementation=a.implementation)
         return projection(stack.hidden_size, a.out_bias, dtype, "out", axis=(-2, -1))(out)
 
 
@@ -448,6 +453,9 @@ class Layer(nn.Module):
         def mlp(h):
             return MoEMLP(s, name="moe")(h) if variant.moe else MLP(s, name="mlp")(h)
 
+        if s.prenorm and s.post_norms:
+            x = x + norm("attn_post_norm")(attention(norm("attn_norm")(x)))
+            return x + norm("mlp_post_norm")(mlp(norm("mlp_norm")(x)))
         if s.prenorm:
             x = x + attention(norm("attn_norm")(x) if variant.attn_norm else x)
             return x + mlp(norm("mlp_norm")(x))
@@ -493,6 +501,8 @@ class Embeddings(nn.Module):
                             embedding_init=CHECKPOINT_ONLY, name=name)
 
         x = table(s.vocab_size, "word")(input_ids)
+        if s.embedding_scale != 1.0:
+            x = x * jnp.asarray(s.embedding_scale, s.dtype)
         if s.positions in (PositionKind.ABSOLUTE, PositionKind.RELATIVE):
             x = x + table(s.max_positions, "position")(position_ids + s.position_offset)
         if s.type_vocab_size:

@@ -19,9 +19,11 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import numpy as np  # noqa: E402
 import test_decoders as dec  # noqa: E402
 import test_gte  # noqa: E402
+import test_gemma3  # noqa: E402
 import test_jina  # noqa: E402
 import test_llama  # noqa: E402
 import test_nomic  # noqa: E402
+import test_pplx  # noqa: E402
 import tiny_models as tm  # noqa: E402
 from encoder_models import fake_checkpoint, hf_model, random_weights, texts_and_items, torch_outputs  # noqa: E402
 from numpy_reference import Weights, gte_new, jina, nomic  # noqa: E402
@@ -91,6 +93,19 @@ def rows():
     yield "qwen3 bidirectional (transformers, padding-only mask)", _decoder(
         "qwen3", tag="bidirectional", bidirectional=True, use_bidirectional_attention=True)
     yield "mistral sliding window 5 (transformers)", _decoder("mistral", tag="window", sliding_window=5)
+    base, folder = test_pplx.make_pplx()
+    model = tm.load_cached(folder)
+    items = [model.tokenizer.encode(t, truncate=True) for t in dec._texts(seed=71)]
+    ref, _ = dec.reference(base, items, bidirectional=True)
+    yield "pplx (transformers Qwen3Model, bidirectional)", _errors(model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
+    for bidirectional in (False, True):
+        folder = test_gemma3.make_gemma3(f"bidirectional-{bidirectional}", use_bidirectional_attention=bidirectional)
+        model = tm.load_cached(folder)
+        items = [model.tokenizer.encode(t, truncate=True) for t in test_gemma3._texts(seed=81)]
+        ref, _ = test_gemma3.reference(folder, items)
+        name = "bidirectional" if bidirectional else "causal"
+        yield f"gemma3 {name}, window 8 (transformers Gemma3TextModel)", _errors(
+            model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
     for kind, params in test_llama.SCALINGS.items():
         yield f"llama, {kind} rotary (transformers LlamaModel)", _decoder("llama", tag=kind, rope_parameters=params)
 

@@ -1,17 +1,14 @@
-"""Clients that hang up: the socket check, and the service withdrawing their queued items."""
+"""Clients that hang up: the socket check, and the scheduler withdrawing their queued items."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from concurrent.futures import Future
 
 import pytest
 
 from app.client_watch import INTERIM, ClientWatch, hung_up, watcher
-from app.service import ClientDisconnected, Service
-from app.settings import parse_settings
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -84,21 +81,21 @@ def test_watcher_needs_gunicorns_socket():
         assert check() is False
 
 
-class _StuckScheduler:
-    """Queues items and never runs them."""
-
-    def __init__(self):
-        self.futures: list[Future] = []
-
-    def submit(self, task, items):
-        self.futures = [Future() for _ in items]
-        return self.futures
-
-
 def test_a_client_that_hangs_up_has_its_queued_items_withdrawn():
-    service = Service(parse_settings(["--hostname", "127.0.0.1"]))
-    service.scheduler = _StuckScheduler()
+    """The scheduler (the server's executor) polls `Call.gone` and withdraws the call's items."""
+    from types import SimpleNamespace
+
+    from tei_jax.batching import ShapePolicy
+    from tei_jax.executor import Call, CallWithdrawn, Job
+    from tei_jax.scheduler import Scheduler
+    from tei_jax.tasks import Task
+    from tei_jax.tokenization import Encoded
+
+    engine = SimpleNamespace(policy=ShapePolicy(128), tasks=(Task.EMBED,))
+    scheduler = Scheduler(engine)  # never started: its items would wait forever
+    items = [Encoded((1, 2), (0, 0), 2) for _ in range(3)]
     polls = iter([False, False, True])
-    with pytest.raises(ClientDisconnected):
-        service.infer("embed", ["a", "b", "c"], client_gone=lambda: next(polls))
-    assert all(f.cancelled() for f in service.scheduler.futures)
+    with pytest.raises(CallWithdrawn):
+        scheduler.run(Job(Task.EMBED, lambda: items), Call(gone=lambda: next(polls)))
+    assert all(entry.future.cancelled() for group in scheduler._groups.values() for entry in group)
+    assert scheduler.queue_size == 3  # still queued, dropped (and counted) by the batching thread
