@@ -53,7 +53,6 @@ class Tensor:
     axes: tuple[Axis, ...]
     sources: tuple[str, ...]
     convert: Convert | None = None  # host arrays of `sources` -> ours; None: the one array as is
-    optional: bool = False  # skipped when a source is absent (e.g. an optional pooler)
 
 
 # Conversions ---------------------------------------------------------------------------------
@@ -88,11 +87,11 @@ def reshaped(*shape: int) -> Convert:
 
 
 # Entry builders ------------------------------------------------------------------------------
-def linear(path: str, name: str, axes: tuple[Axis, Axis], bias: bool = True, optional: bool = False) -> list[Tensor]:
+def linear(path: str, name: str, axes: tuple[Axis, Axis], bias: bool = True) -> list[Tensor]:
     """A torch Linear `name` -> our Dense `path` {kernel [in, out], bias [out]}."""
-    entries = [Tensor(f"{path}/kernel", axes, (f"{name}.weight",), transposed, optional)]
+    entries = [Tensor(f"{path}/kernel", axes, (f"{name}.weight",), transposed)]
     if bias:
-        entries.append(Tensor(f"{path}/bias", axes[1:], (f"{name}.bias",), None, optional))
+        entries.append(Tensor(f"{path}/bias", axes[1:], (f"{name}.bias",)))
     return entries
 
 
@@ -250,8 +249,7 @@ def _read(reader: WeightReader, entry: Tensor, stacked: list[int] | None, missin
         resolved = [reader.resolve(s) for s in names]
         if any(r is None for r in resolved):
             complete = False
-            if not entry.optional:
-                missing.extend(reader.display(s) for s, r in zip(names, resolved) if r is None)
+            missing.extend(reader.display(s) for s, r in zip(names, resolved) if r is None)
             continue
         arrays = [reader.get(r, prefixed=False) for r in resolved]
         if not complete:
