@@ -95,9 +95,9 @@ DRY = Sizes(preset="tiny", dtype="float32", peer_dtype="float32", max_batch_toke
                             "tests/gpu/test_gpu_parity.py::test_remote_code_families_match_float32[jina-float16-xla]",
                             "tests/kernels/test_flash_attention.py::test_gpu_compiled_kernel[bf16]",
                             "tests/kernels/test_flash_attention.py::test_gpu_timing_bf16"),
-            budget=600.0,
-            timeouts={"machine": 60, "model": 60, "pytest": 90, "fixed512": 60, "query16": 60,
-                      "mixed": 60, "startup": 90, "trace": 60})
+            budget=1500.0,  # the CPU box may be shared and slow: generous, it checks code paths only
+            timeouts=dict.fromkeys(("machine", "model", "pytest", "fixed512", "query16", "mixed", "startup",
+                                    "trace"), 300))
 MINIMUM = {"machine": 10, "model": 10, "pytest": 40, "fixed512": 45, "query16": 25, "mixed": 40,
            "startup": 40, "trace": 20}
 STEPS = ("machine", "model", "pytest", "fixed512", "query16", "mixed", "startup", "trace")
@@ -409,7 +409,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _get(port: int, path: str, body: bytes | None = None) -> int | None:
+def _status(port: int, path: str, body: bytes | None = None) -> int | None:
+    """HTTP status of a GET (or, with a body, a JSON POST) to the local server; None if it is not up."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         if body is None:
@@ -420,7 +421,7 @@ def _get(port: int, path: str, body: bytes | None = None) -> int | None:
         response.read()
         conn.close()
         return response.status
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 
@@ -446,7 +447,7 @@ def start_to_ready(check: Check, phase: str, cache: Path, timeout: float) -> dic
             if process.poll() is not None:
                 result["exit_code"] = process.returncode
                 break
-            if _get(port, "/health") == 200 and _get(port, "/embed", b'{"inputs": "warm up"}') == 200:
+            if _status(port, "/health") == 200 and _status(port, "/embed", b'{"inputs": "warm up"}') == 200:
                 result.update(ready=True, seconds=round(time.monotonic() - start, 2))
                 break
             time.sleep(0.5)
@@ -670,7 +671,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=None, help="scratch: models, compile caches, step outputs "
                                                 "(default /tmp/tei-jax-gpu-check, or OUT/../work in a dry run)")
     p.add_argument("--dry-run", action="store_true", help="CPU backend, tiny model, tiny counts, same code path")
-    p.add_argument("--budget", type=float, default=None, help="seconds for all steps (default 420; dry run 600)")
+    p.add_argument("--budget", type=float, default=None, help="seconds for all steps (default 420; dry run 1500)")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     p.add_argument("--pytest-targets", default=None,
                    help="comma-separated test paths or node ids for the pytest step (default: tests/gpu,tests/kernels; "

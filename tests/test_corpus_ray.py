@@ -61,3 +61,22 @@ def test_missing_ray_says_how_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'tei-jax\[ray\]'"):
         import_ray()
     assert "tei-jax[ray]" in INSTALL_HINT
+
+
+def test_strict_errors_from_actors_are_unwrapped():
+    from tei_jax.corpus.readers import CorpusError
+    from tei_jax.corpus.ray_runner import _corpus_error
+
+    class Wrapped(Exception):  # what Ray raises on the driver: the actor's traceback as text
+        pass
+
+    message = "bad row 3 (id 3): missing text (--strict)"
+    assert _corpus_error(Wrapped(f"UDF failed\ntei_jax.corpus.readers.CorpusError: {message}\n")) == message
+    try:
+        try:
+            raise CorpusError(message)
+        except CorpusError as inner:
+            raise Wrapped("UDF failed") from inner
+    except Wrapped as outer:
+        assert _corpus_error(outer) == message
+    assert _corpus_error(Wrapped("a real bug")) is None

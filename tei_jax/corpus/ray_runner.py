@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -76,7 +77,13 @@ def run_ray(job: CorpusJob, options: RayOptions = RayOptions(), progress: bool =
         EmbedActor, fn_constructor_kwargs={"job": job, "source": source, "stats_dir": str(parts / "stats")},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=job.batch_docs, batch_format="pyarrow",
         **resources)
-    embedded.write_parquet(str(parts / "data"))
+    try:
+        embedded.write_parquet(str(parts / "data"))
+    except Exception as exc:  # an actor's CorpusError (--strict) arrives wrapped in Ray's errors
+        message = _corpus_error(exc)
+        if message is None:
+            raise
+        raise CorpusError(message) from None
     for index, path in enumerate(sorted((parts / "data").glob("*.parquet"))):
         os.replace(path, out.path / shard_name(index))
     counts, bad_rows = _gather(parts / "stats")
@@ -193,6 +200,19 @@ class EmbedActor:
         columns = {"id": pa.array([good[i][1] for i in output.kept], self.schema.field("id").type)}
         columns.update(output.columns)
         return pa.Table.from_pydict(columns, schema=self.schema)
+
+
+def _corpus_error(exc: BaseException) -> str | None:
+    """The message of a CorpusError raised in an actor: in the cause chain, or (when Ray sent
+    only its text across) in the rendered traceback."""
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CorpusError):
+            return str(current)
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    found = re.search(r"CorpusError: (.+)", str(exc))
+    return found.group(1).strip() if found else None
 
 
 def _gather(stats_dir: Path) -> tuple[Counts, list[dict]]:

@@ -53,7 +53,6 @@ class Tensor:
     axes: tuple[Axis, ...]
     sources: tuple[str, ...]
     convert: Convert | None = None  # host arrays of `sources` -> ours; None: the one array as is
-    optional: bool = False  # skipped when a source is absent (e.g. an optional pooler)
 
 
 # Conversions ---------------------------------------------------------------------------------
@@ -88,11 +87,11 @@ def reshaped(*shape: int) -> Convert:
 
 
 # Entry builders ------------------------------------------------------------------------------
-def linear(path: str, name: str, axes: tuple[Axis, Axis], bias: bool = True, optional: bool = False) -> list[Tensor]:
+def linear(path: str, name: str, axes: tuple[Axis, Axis], bias: bool = True) -> list[Tensor]:
     """A torch Linear `name` -> our Dense `path` {kernel [in, out], bias [out]}."""
-    entries = [Tensor(f"{path}/kernel", axes, (f"{name}.weight",), transposed, optional)]
+    entries = [Tensor(f"{path}/kernel", axes, (f"{name}.weight",), transposed)]
     if bias:
-        entries.append(Tensor(f"{path}/bias", axes[1:], (f"{name}.bias",), None, optional))
+        entries.append(Tensor(f"{path}/bias", axes[1:], (f"{name}.bias",)))
     return entries
 
 
@@ -209,6 +208,26 @@ class WeightTable:
             raise ModelLoadError(_mismatch(missing, unused))
         return tree
 
+    def export(self, params: dict, reader: WeightReader) -> dict[str, np.ndarray]:
+        """The inverse of `load`: the checkpoint's tensors (its own names, shapes and dtypes)
+        with every parameter of `params` written back where `load` read it from. Tensors
+        the model does not use are kept as the checkpoint has them.
+
+        Each conversion is inverted by tracing it: applied to arrays of element indices, it
+        says which checkpoint element every element of ours came from (transposes, row ranges
+        of fused matrices and reshapes are all such gathers)."""
+        out = {name: np.array(reader.raw(name, prefixed=False)) for name in reader.names()}
+        for entry, stacked in self.expanded():
+            value = np.asarray(_get(params, entry.path))
+            for n, index in enumerate(stacked if stacked is not None else [None]):
+                names = [s.format(i=index) if index is not None else s for s in entry.sources]
+                resolved = [reader.resolve(s) for s in names]
+                if any(r is None for r in resolved):
+                    continue  # an optional tensor the checkpoint does not have
+                ours = value[n] if stacked is not None else value
+                _scatter(entry, [out[r] for r in resolved], ours)
+        return out
+
     def _may_be_unused(self, name: str, prefix: str) -> bool:
         for allowed in self.unused_ok:
             if allowed.startswith("/"):
@@ -230,8 +249,7 @@ def _read(reader: WeightReader, entry: Tensor, stacked: list[int] | None, missin
         resolved = [reader.resolve(s) for s in names]
         if any(r is None for r in resolved):
             complete = False
-            if not entry.optional:
-                missing.extend(reader.display(s) for s, r in zip(names, resolved) if r is None)
+            missing.extend(reader.display(s) for s, r in zip(names, resolved) if r is None)
             continue
         arrays = [reader.get(r, prefixed=False) for r in resolved]
         if not complete:
@@ -243,6 +261,29 @@ def _read(reader: WeightReader, entry: Tensor, stacked: list[int] | None, missin
             out = np.empty((len(indices),) + value.shape, value.dtype)
         out[n] = value
     return out if complete else None
+
+
+def _scatter(entry: Tensor, targets: list[np.ndarray], ours: np.ndarray) -> None:
+    """Write `ours` into the checkpoint arrays `targets` (in place) through the inverse of
+    `entry.convert`, found by converting arrays of flat element indices."""
+    sizes = [t.size for t in targets]
+    offsets = np.cumsum([0] + sizes)
+    indices = [np.arange(o, o + t.size, dtype=np.int64).reshape(t.shape) for o, t in zip(offsets, targets)]
+    where = np.asarray(entry.convert(*indices) if entry.convert is not None else indices[0])
+    if where.shape != ours.shape or where.dtype != np.int64 or len(np.unique(where)) != where.size:
+        raise ValueError(f"parameter {entry.path}: its conversion is not an invertible gather "
+                         f"(shape {where.shape} for {ours.shape})")
+    flat = ours.reshape(-1)
+    order = where.reshape(-1)
+    for k, target in enumerate(targets):
+        inside = (order >= offsets[k]) & (order < offsets[k + 1])
+        target.reshape(-1)[order[inside] - offsets[k]] = flat[inside].astype(target.dtype)
+
+
+def _get(tree: dict, path: str):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
 
 
 def _put(tree: dict, path: str, value) -> None:

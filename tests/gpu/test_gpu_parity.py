@@ -43,12 +43,13 @@ ENCODERS = {
 }
 HF_KINDS = {"nomic_bert": "mean", "gte": "cls", "modernbert": "mean", "mpnet": "mean"}
 DECODERS = ("mistral", "qwen2", "qwen3", "llama")
-TORCH_FAMILIES = [*ENCODERS, *HF_KINDS, *DECODERS]
+TORCH_FAMILIES = [*ENCODERS, *HF_KINDS, *DECODERS, "gemma3"]
 CLASSIFIER_FAMILIES = ["bert", "roberta", "distilbert", "gte", "modernbert", "mpnet", *DECODERS]
-REMOTE_FAMILIES = ["jina", "jina-code", "gte-new"]
+REMOTE_FAMILIES = ["jina", "jina-code", "gte-new", "pplx"]
 # config.json model types (tei_jax.models.supported_model_types()) each test family stands for;
 # a default-run test checks that every supported type is here.
-MODEL_TYPES = {**{f: f for f in TORCH_FAMILIES}, "jina": "bert", "jina-code": "bert", "gte-new": "new"}
+MODEL_TYPES = {**{f: f for f in TORCH_FAMILIES}, "gemma3": "gemma3_text", "jina": "bert", "jina-code": "bert",
+               "gte-new": "new", "pplx": "bidirectional_pplx_qwen3"}
 COVERED_BY = {"llama_bidirec": "llama (the same decoder class with is_causal false; bidirectional "
                                "attention is the encoders' path, tested in every encoder family)"}
 
@@ -68,6 +69,10 @@ def folder_for(family: str, head: str = "base") -> tuple[Path, str]:
         from test_decoders import make_decoder
 
         return make_decoder(family, head, **labels), "last_token"
+    if family == "gemma3":
+        from test_gemma3 import make_gemma3
+
+        return make_gemma3("gpu"), "mean"
     raise KeyError(family)
 
 
@@ -75,6 +80,10 @@ def remote_folder(family: str) -> tuple[Path, str]:
     """Fake checkpoints with the published names (no transformers class exists for these)."""
     from encoder_models import fake_checkpoint, random_weights
 
+    if family == "pplx":  # a bidirectional Qwen3 under its own model_type (no transformers class)
+        from test_pplx import make_pplx
+
+        return make_pplx()[1], "mean"  # (the plain Qwen3 it was made from, its own folder)
     if family in ("jina", "jina-code"):
         import test_jina
 
@@ -96,7 +105,8 @@ def missing_factories() -> list[str]:
 
     wanted = {"tiny_models": ("make_model", "random_texts"), "encoder_models": ("hf_model", "fake_checkpoint", "random_weights"),
               "test_decoders": ("make_decoder",), "test_jina": ("jina_config", "published_shapes", "IMPLEMENTATION", "QK_POST_NORM"),
-              "test_gte": ("new_config", "published_shapes")}
+              "test_gte": ("new_config", "published_shapes"), "test_gemma3": ("make_gemma3",),
+              "test_pplx": ("make_pplx",)}
     missing = []
     for module, names in wanted.items():
         try:
