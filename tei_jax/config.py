@@ -29,6 +29,11 @@ _POOLING_FLAGS = (
     ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
     ("pooling_mode_weightedmean_tokens", "weightedmean"),
 )
+# sentence-transformers 6 writes one `pooling_mode` string (or a list of them) instead of flags.
+_POOLING_MODES = {
+    "cls": "cls", "mean": "mean", "lasttoken": "last_token", "max": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len", "weightedmean": "weightedmean",
+}
 _ST_CONFIG_NAMES = (
     "sentence_bert_config.json",
     "sentence_roberta_config.json",
@@ -183,6 +188,8 @@ def _pooling_from_folder(model_dir: Path, model_type: str) -> str:
     pooling_file = model_dir / "1_Pooling" / "config.json"
     if pooling_file.is_file():
         data = read_json(pooling_file)
+        if "pooling_mode" in data:
+            return _pooling_mode(pooling_file, data["pooling_mode"])
         for flag, name in _POOLING_FLAGS:
             if data.get(flag):
                 return name
@@ -193,6 +200,24 @@ def _pooling_from_folder(model_dir: Path, model_type: str) -> str:
     raise ModelLoadError(
         f"{model_dir}: no 1_Pooling/config.json; pass a pooling (cls, mean, last_token, splade)"
     )
+
+
+def _pooling_mode(pooling_file: Path, mode: Any) -> str:
+    """sentence-transformers 6's `pooling_mode`: one mode; a combination is refused by name."""
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if not isinstance(mode, str) or mode not in _POOLING_MODES:
+        raise ModelLoadError(
+            f"{pooling_file}: field 'pooling_mode' = {mode!r} is not supported "
+            f"(expected one of {', '.join(_POOLING_MODES)})"
+        )
+    return _POOLING_MODES[mode]
+
+
+def _module_class(module: dict) -> str:
+    """The class name of a modules.json entry, whatever its package path: sentence-transformers
+    5 writes `sentence_transformers.models.Dense`, 6 `sentence_transformers.base.modules.dense.Dense`."""
+    return str(module.get("type", "")).rsplit(".", 1)[-1]
 
 
 def _base_input_length(model_dir: Path, config: dict, offset: int) -> int:
@@ -223,8 +248,8 @@ def _dense_modules(model_dir: Path, dense_path: str | None) -> tuple[list[DenseS
         raise ModelLoadError(f"{modules_file}: invalid JSON ({exc})") from exc
     if not isinstance(modules, list):
         raise ModelLoadError(f"{modules_file}: expected a list of modules")
-    paths = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("models.Dense")]
-    has_normalize = any(str(m.get("type", "")).endswith("models.Normalize") for m in modules)
+    paths = [m.get("path", "") for m in modules if _module_class(m) == "Dense"]
+    has_normalize = any(_module_class(m) == "Normalize" for m in modules)
     if len(paths) == 1 and dense_path:
         paths = [dense_path]
     dense = []

@@ -99,3 +99,32 @@ def test_dense_and_normalize_modules_match_sentence_transformers(base):
     ref = SentenceTransformer(str(base), device="cpu").encode(texts, convert_to_numpy=True)
     assert ours.shape == (5, 8)
     assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_a_folder_saved_by_sentence_transformers_6_keeps_its_modules(tmp_path):
+    """sentence-transformers 6 names modules `sentence_transformers.base.modules.dense.Dense` and
+    writes `"pooling_mode": "mean"`: the Dense and Normalize modules must still be applied."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Normalize
+
+    original = SentenceTransformer(str(tm.minilm_dir()), device="cpu")
+    torch.manual_seed(0)
+    saved = tmp_path / "st6"
+    SentenceTransformer(modules=[original[0], original[1], Dense(384, 16), Normalize()], device="cpu").save(str(saved))
+    assert "base.modules.dense.Dense" in (saved / "modules.json").read_text()
+    spec = load_spec(saved)
+    assert spec.pooling == "mean" and spec.embedding_dim == 16 and spec.has_normalize_module
+    texts = ["What is Deep Learning?", "a short one", "JAX compiles the forward pass once per shape"]
+    ours = tei_jax.load(str(saved), max_batch_tokens=256).embed(texts)
+    ref = SentenceTransformer(str(saved), device="cpu").encode(texts, convert_to_numpy=True)
+    assert ours.shape == (3, 16)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_sentence_transformers_6_pooling_mode_combinations_are_refused(base):
+    (base / "1_Pooling").mkdir(exist_ok=True)
+    (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": ["mean", "max"]}))
+    with pytest.raises(ModelLoadError, match="pooling_mode"):
+        load_spec(base)
+
