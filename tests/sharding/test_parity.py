@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import sharded_models
-from conftest import forced_devices_env
+from forced_devices import forced_devices_env
 
 TOL = 1e-5
 HERE = Path(__file__).parent
