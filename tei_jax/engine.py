@@ -26,6 +26,7 @@ from .models.architecture import Architecture
 from .models.heads import DenseStack
 from .pipeline import run_planned
 from .pooling import pool
+from .sharding import Placement
 from .tasks import Task, tasks_for
 from .tokenization import Encoded
 
@@ -46,21 +47,30 @@ class Engine:
         params: dict,
         policy: ShapePolicy,
         dense_params: list[dict] | None = None,
+        placement: Placement | None = None,
     ):
         self.spec = spec
         self.arch = arch
         self.policy = policy
+        # Where parameters and batches live (tei_jax/sharding.py); one device by default.
+        self.placement = placement or Placement.build(1, 1, jax.devices()[:1])
+        if policy.row_multiple % self.placement.data_size:
+            raise ValueError(f"ShapePolicy.row_multiple {policy.row_multiple} is not a multiple of the "
+                             f"data-parallel size {self.placement.data_size}")
         self.params = {k: v for k, v in params.items()}
         self._dense = None
         if dense_params:
             layers = tuple((d.out_features, d.bias, d.activation) for d in spec.dense)
             self._dense = DenseStack(layers)
             self.params["dense"] = {f"dense_{i}": p for i, p in enumerate(dense_params)}
+        self.param_shardings = self.placement.param_shardings(arch.param_axes(), self.params)
         self.tasks = tasks_for(spec.kind, spec.pooling)
         self._compiled: dict[tuple[str, BatchShape], Callable] = {}
         self._compiling: dict[tuple[str, BatchShape], Future] = {}
         self._lock = threading.Lock()
-        self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5) for task in self.tasks}
+        rows = self.placement.rows
+        self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5, out_shardings=rows)
+                        for task in self.tasks}
         self.compile_seconds = 0.0
 
     # The traced function ------------------------------------------------------------------
@@ -115,8 +125,7 @@ class Engine:
             return future.result()
         try:
             start = time.perf_counter()
-            ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32)
-            fn = self._jitted[task].lower(self.params, ints, ints, ints, ints, shape.slots).compile()
+            fn = self.lower(task, shape).compile()
         except BaseException as exc:
             with self._lock:
                 del self._compiling[key]
@@ -128,6 +137,16 @@ class Engine:
             del self._compiling[key]
         future.set_result(fn)
         return fn
+
+    def lower(self, task: str, shape: BatchShape, params=None):
+        """`jax.jit(forward)` lowered for (task, shape) on this placement: parameters on their
+        shardings, the batch's rows split over the mesh's `data` axis, outputs likewise.
+        `params` may be abstract (jax.ShapeDtypeStruct with shardings: ahead-of-time lowering
+        for a device topology that is not attached, e.g. a TPU slice)."""
+        params = self.params if params is None else params
+        ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32, sharding=self.placement.rows)
+        with jax.set_mesh(self.placement.mesh):  # the Pallas kernel's shard_map reads it
+            return self._jitted[task].lower(params, ints, ints, ints, ints, shape.slots)
 
     def warmup(self, tasks: Sequence[str] | None = None, shapes: Sequence[BatchShape] | None = None,
                progress: Callable | None = None, workers: int | None = None) -> int:
@@ -184,7 +203,8 @@ class Engine:
             raise ValueError(f"task {task!r} is not available for this model ({', '.join(self.tasks)})")
         if len(items) != len(batch.placements):
             raise ValueError(f"{len(items)} items for {len(batch.placements)} placements")
-        return self._executable(task, batch.shape)(self.params, *self.arrays(items, batch))
+        arrays = jax.device_put(self.arrays(items, batch), self.placement.rows)
+        return self._executable(task, batch.shape)(self.params, *arrays)
 
     @staticmethod
     def collect(task: str, items: Sequence[Encoded], batch: PackedBatch, output) -> list[np.ndarray]:

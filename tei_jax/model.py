@@ -31,9 +31,10 @@ from .executor import Call, DirectExecutor, Executor, Job
 from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
+from .sharding import Placement
 from .tasks import ModelKind, Operation, Task, operations_for, refusal
 from .tokenization import Encoded, Input, Tokenizer, rust_list
-from .weights import WeightReader, load_dense_module, safetensors_files, to_device
+from .weights import WeightReader, load_dense_module, safetensors_files
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,16 @@ class Model:
     @property
     def compile_count(self) -> int:
         return self.engine.compile_count
+
+    @property
+    def placement(self) -> Placement:
+        """The device mesh and shardings the model runs on (tei_jax/sharding.py)."""
+        return self.engine.placement
+
+    @property
+    def sharding_info(self) -> dict:
+        """Devices, mesh and parameter shardings, for /info and logs (beyond TEI's fields)."""
+        return self.placement.info(self.engine.params, self.engine.param_shardings)
 
     @property
     def shape_count(self) -> int:
@@ -368,6 +379,9 @@ def load(
     compile_cache: str | None = None,
     chunk_long_inputs: bool = False,
     chunk_overlap: int = 0,
+    data_parallel_size: int | None = None,
+    tensor_parallel_size: int = 1,
+    devices: Sequence | None = None,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -377,6 +391,10 @@ def load(
     else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
     `chunk_long_inputs`: `embed` splits a text longer than the limit into windows sharing
     `chunk_overlap` tokens and pools them (see tei_jax.chunking); dense embedders only.
+    `data_parallel_size` x `tensor_parallel_size` devices (of `devices`, default every local
+    device of the backend) form the mesh (tei_jax/sharding.py): batch rows split over the
+    data axis, heads and MLP widths over the tensor axis. `data_parallel_size` None uses
+    every device left after tensor parallelism.
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
@@ -411,20 +429,37 @@ def load(
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())
     arch = models.build(spec, jdtype, implementation)
+    placement = _placement(arch, data_parallel_size, tensor_parallel_size, devices)
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
-    params = to_device(arch.load_params(reader))
+    params = arch.load_params(reader, placement.place)
     if reader.unused():
         log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
-    dense = [to_device(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32)) for d in spec.dense]
+    dense = [jax.device_put(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32),
+                            placement.replicated) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
     backend = jax.default_backend()
     if batch_tokens is None and backend == "cpu":
         batch_tokens = CPU_BATCH_TOKENS
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
-                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend))
-    engine = Engine(spec, arch, params, policy, dense)
+                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend),
+                         row_multiple=placement.data_size)
+    engine = Engine(spec, arch, params, policy, dense, placement)
+    log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
+
+
+def _placement(arch, data_parallel_size, tensor_parallel_size, devices) -> Placement:
+    """The mesh for the requested sizes, checked against the model's head and MLP widths."""
+    placement = Placement.build(data_parallel_size, tensor_parallel_size, devices)
+    config = arch.config
+    heads = getattr(config, "num_heads", None)
+    if heads is None:
+        if placement.model_size > 1:
+            raise ModelLoadError("tensor parallelism needs the family's num_heads; this model has none")
+        return placement
+    kv_heads = getattr(config, "num_kv_heads", None) or heads
+    return placement.for_model(config, heads, kv_heads, getattr(config, "intermediate_size", placement.model_size))
 
 
 def _chunk_options(spec: ModelSpec, enabled: bool, overlap: int) -> chunking.ChunkOptions | None:
