@@ -179,3 +179,19 @@ def test_server_mode_against_our_router(tmp_path):
     ours = result["systems"]["tei-jax"]
     assert ours["failed"] == 0 and ours["rounds"][0]["completed"] == 40
     assert ours["requests_per_s"] > 0 and ours["p99_ms"] >= ours["p50_ms"] > 0
+
+
+def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
+    from tei_jax.bench import op_profile
+
+    from tests.tiny_models import load_cached, make_model
+
+    model = load_cached(make_model("bert"))
+    result = op_profile.profile_shape(model, rows=2, width=32, runs=2, trace_dir=tmp_path / "trace")
+    spent = result["op_seconds_per_run"]
+    for name in op_profile.MATMULS:
+        assert spent.get(name, 0) > 0, name
+        assert result["matmul_flops_per_s"][name] > 0
+    assert spent.get("attention scores, softmax, values", 0) > 0 and spent.get("layer norms", 0) > 0
+    assert sum(result["share_of_op_time"].values()) == pytest.approx(1.0)
+    assert 0 < result["matmul_seconds_share"] < 1
