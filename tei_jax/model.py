@@ -429,7 +429,7 @@ def load(
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())
     arch = models.build(spec, jdtype, implementation)
-    placement = _placement(arch, data_parallel_size, tensor_parallel_size, devices)
+    placement = Placement.build(data_parallel_size, tensor_parallel_size, devices).for_architecture(arch)
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
     params = arch.load_params(reader, placement.place)
     if reader.unused():
@@ -447,19 +447,6 @@ def load(
     engine = Engine(spec, arch, params, policy, dense, placement)
     log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
-
-
-def _placement(arch, data_parallel_size, tensor_parallel_size, devices) -> Placement:
-    """The mesh for the requested sizes, checked against the model's head and MLP widths."""
-    placement = Placement.build(data_parallel_size, tensor_parallel_size, devices)
-    config = arch.config
-    heads = getattr(config, "num_heads", None)
-    if heads is None:
-        if placement.model_size > 1:
-            raise ModelLoadError("tensor parallelism needs the family's num_heads; this model has none")
-        return placement
-    kv_heads = getattr(config, "num_kv_heads", None) or heads
-    return placement.for_model(config, heads, kv_heads, getattr(config, "intermediate_size", placement.model_size))
 
 
 def _chunk_options(spec: ModelSpec, enabled: bool, overlap: int) -> chunking.ChunkOptions | None:

@@ -71,7 +71,12 @@ class Placement:
         if dp * tp > len(devices):
             raise ModelLoadError(f"data_parallel_size {dp} x tensor_parallel_size {tp} = {dp * tp} devices, "
                                  f"but only {len(devices)} are available ({_kinds(devices)})")
-        grid = np.array(devices[: dp * tp], dtype=object).reshape(dp, tp)
+        return cls.on(devices[: dp * tp], dp, tp)
+
+    @classmethod
+    def on(cls, devices: Sequence[Any], data_parallel_size: int, tensor_parallel_size: int) -> "Placement":
+        """The mesh over exactly these devices (any platform, attached or a topology's)."""
+        grid = np.array(list(devices), dtype=object).reshape(data_parallel_size, tensor_parallel_size)
         return cls(Mesh(grid, (MeshAxis.DATA.value, MeshAxis.MODEL.value), axis_types=(AxisType.Auto,) * 2))
 
     # Facts ---------------------------------------------------------------------------------
@@ -138,6 +143,13 @@ class Placement:
         slice (never a full copy on one device)."""
         return jax.device_put(host, self.sharding_for(axes, host.shape))
 
+    def abstract(self, axes_tree: dict, params: dict) -> dict:
+        """`params` as jax.ShapeDtypeStructs carrying this placement's shardings: what
+        `Engine.lower` needs to compile ahead of time for devices that are not attached (a
+        TPU topology from jax.experimental.topologies)."""
+        shardings = self.param_shardings(axes_tree, params)
+        return jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), params, shardings)
+
     def param_shardings(self, axes_tree: dict, params: dict) -> dict:
         """Shardings shaped like `params` ({"encoder", "head"?, "dense"?}); parameters without
         axis names (sentence-transformers Dense modules) are replicated."""
@@ -171,6 +183,17 @@ class Placement:
                 f"{'/'.join(f'{b / 2**20:.1f}' for b in sizes)} MiB per device")
 
     # Validation ----------------------------------------------------------------------------
+    def for_architecture(self, arch: Any) -> "Placement":
+        """`for_model` with a built family's head and MLP widths (tei_jax/models Architecture)."""
+        config = arch.config
+        heads = getattr(config, "num_heads", None)
+        if heads is None:
+            if self.model_size > 1:
+                raise ModelLoadError("tensor parallelism needs the family's num_heads; this model has none")
+            return self
+        kv_heads = getattr(config, "num_kv_heads", None) or heads
+        return self.for_model(config, heads, kv_heads, getattr(config, "intermediate_size", self.model_size))
+
     def for_model(self, config: Any, heads: int, kv_heads: int, mlp: int) -> "Placement":
         """This placement checked against a model's widths: raises ModelLoadError naming the
         config field when heads or the MLP width do not divide by the tensor-parallel size;

@@ -42,6 +42,7 @@ class Axis(str, enum.Enum):
     TYPES = "types"
     EXPERTS = "experts"
     BUCKETS = "buckets"
+    TAPS = "taps"  # a convolution's kernel positions
     LABELS = "labels"
 
 

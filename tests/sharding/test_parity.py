@@ -68,3 +68,11 @@ def test_sizes_that_cannot_work_fail_at_load_naming_the_field(records):
     assert errors["bert dp1 tp8"] == "tensor_parallel_size 8 does not divide config.json field 'num_attention_heads' (4)"
     assert "16 devices, but only 8 are available" in errors["bert dp4 tp4"]
     assert "'num_attention_heads' (4)" in errors["bert dp2 tp3"]
+
+
+def test_bench_reports_one_system_per_device_count(records):
+    bench = next(r for r in records if "bench" in r)
+    assert bench["exit"] == 0 and bench["compiles_during_timing"] == 0
+    assert {name: entry["devices"] for name, entry in bench["bench"].items()} == {
+        f"tei-jax[dp={n}]": n for n in (1, 8)}
+    assert all(entry["tokens_per_s"] > 0 for entry in bench["bench"].values())
