@@ -168,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
              "specific commit id or a branch like `refs/pr/2`")
     add("--tokenization-workers", env="TOKENIZATION_WORKERS", type=positive_int,
         default=default_tokenization_workers(),
-        help="Accepted for compatibility and reported in /info. tei-jax tokenizes in the HTTP request "
-             "threads (see --worker-threads), so tokenization scales with concurrent requests. Defaults to "
-             "the number of CPU cores minus one")
+        help="Optionally control the number of tokenizer workers used for payload tokenization, validation "
+             "and truncation. Concurrent requests take turns on them a few inputs at a time, so a short "
+             "request never waits for another one's whole batch. Defaults to the number of CPU cores minus one")
     add("--dtype", env="DTYPE", choices=DTYPE_CHOICES,
         help="The dtype to be forced upon the model (default: float32 on CPU, bfloat16 on accelerators)")
     add("--served-model-name", env="SERVED_MODEL_NAME",

@@ -169,8 +169,8 @@ class Model:
         rerankers: texts and [a, b] pairs) would, with the same truncation, prompts and special
         tokens, and lay them out as a `functional.Batch` of numpy arrays for `apply`."""
         if self.kind is ModelKind.EMBEDDING:
-            items = self._encoder(tei_inputs.embed_batch(inputs).items, truncate, truncation_direction,
-                                  prompt_name)()
+            encode_one = self._encoder(truncate, truncation_direction, prompt_name)
+            items = [encode_one(item) for item in tei_inputs.embed_batch(inputs).items]
         else:
             cut = self._truncate(truncate)
             items = [self.tokenizer.encode(item[0], truncate=cut, pair=item[1] if len(item) == 2 else None,
@@ -195,17 +195,22 @@ class Model:
     def _run(self, task: Task, encode, call: Call | None) -> list[np.ndarray]:
         return self.executor.run(Job(task, encode), call)
 
+    def _run_each(self, task: Task, items: Sequence, encode_one, call: Call | None) -> list[np.ndarray]:
+        """Run `task` on `items` tokenized one by one (so the executor may interleave calls)."""
+        return self.executor.run(Job.of_inputs(task, items, encode_one), call)
+
     def _truncate(self, truncate: bool | None) -> bool:
         return self.auto_truncate if truncate is None else bool(truncate)
 
-    def _encoder(self, items, truncate, truncation_direction, prompt_name):
+    def _encoder(self, truncate, truncation_direction, prompt_name):
+        """The tokenization of one embed-like input."""
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
-                                          prompt_name=prompt_name) for item in items]
+        def encode_one(item) -> Encoded:
+            return self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
+                                         prompt_name=prompt_name)
 
-        return encode
+        return encode_one
 
     def warmup(self, progress=None, workers: int | None = None) -> int:
         """Compile every shape of every task ahead of time; returns how many were new."""
@@ -240,8 +245,8 @@ class Model:
         self.check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
         if self.chunk is None:
-            outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                                call)
+            outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction,
+                                                                           prompt_name), call)
         else:  # long texts -> windows, embedded like any input, then pooled per input
             windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
                                       truncation_direction=truncation_direction, prompt_name=prompt_name)
@@ -254,16 +259,16 @@ class Model:
         """Per-token hidden states: one float32 [tokens, hidden] array per input."""
         self.require(Operation.EMBED_ALL)
         batch = tei_inputs.embed_batch(inputs)
-        return self._run(Task.EMBED_ALL, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                         call)
+        return self._run_each(Task.EMBED_ALL, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
+                              call)
 
     def embed_sparse(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
                      prompt_name: str | None = None, *, call: Call | None = None) -> list[list[dict]]:
         """SPLADE vectors as TEI's [{index, value}] lists, one per input."""
         self.require(Operation.EMBED_SPARSE)
         batch = tei_inputs.embed_batch(inputs)
-        outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                            call)
+        outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
+                                 call)
         return [sparse_entries(vector) for vector in outputs]
 
     def similarity(self, source_sentence: str, sentences: Sequence[str], truncate: bool | None = None,
@@ -294,11 +299,12 @@ class Model:
         batch = tei_inputs.predict_batch(inputs)
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
-                                          truncation_direction=truncation_direction) for item in batch.items]
+        def encode_one(item) -> Encoded:
+            return self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
+                                         truncation_direction=truncation_direction)
 
-        results = [self._ranked(logits, raw_scores) for logits in self._run(Task.PREDICT, encode, call)]
+        outputs = self._run_each(Task.PREDICT, batch.items, encode_one, call)
+        results = [self._ranked(logits, raw_scores) for logits in outputs]
         return results if batch.is_batch else results[0]
 
     def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
@@ -309,11 +315,11 @@ class Model:
         self.require(Operation.RERANK)
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(first, pair=second, truncate=truncate,
-                                          truncation_direction=truncation_direction) for first, second in pairs]
+        def encode_one(pair) -> Encoded:
+            first, second = pair
+            return self.tokenizer.encode(first, pair=second, truncate=truncate, truncation_direction=truncation_direction)
 
-        return self.rank(self._run(Task.PREDICT, encode, call), texts, raw_scores, return_text)
+        return self.rank(self._run_each(Task.PREDICT, pairs, encode_one, call), texts, raw_scores, return_text)
 
     def rank(self, outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores: bool = False,
              return_text: bool = False) -> list[dict]:

@@ -25,7 +25,7 @@ TEXTS = ["short", "a query about jax", "the quick brown fox jumps over the lazy 
          "packing puts several sequences in one row", "données et modèle", "1 2 3 4 5 6 7 8 9",
          "the cat sat on the mat", "a longer passage " * 12, "end"]
 QUERY = "what is jax?"
-PALLAS = ("bert", "mpnet", "jina", "qwen3")  # padded, relative bias, ALiBi, causal + GQA
+PALLAS = ("bert", "mpnet", "jina", "qwen3", "deberta")  # padded, relative bias, ALiBi, causal + GQA, score bias
 
 
 def outputs(model, name: str) -> list[np.ndarray]:
@@ -64,6 +64,23 @@ def error_checks(models: dict) -> list[dict]:
     return records
 
 
+def bench_check() -> dict:
+    """`python -m tei_jax.bench --data-parallel-size 1,8` measures one system per device count."""
+    import tempfile
+
+    from tei_jax.bench import __main__ as bench
+
+    with tempfile.TemporaryDirectory() as work:
+        code = bench.main(["--mode", "engine", "--preset", "tiny", "--count", "8", "--batch-size", "8",
+                           "--rounds", "1", "--no-peer", "--no-peak", "--no-plot", "--quiet",
+                           "--data-parallel-size", "1,8", "--work-dir", f"{work}/models",
+                           "--output-dir", f"{work}/out", "--name", "dp"])
+        result = json.loads(open(f"{work}/out/dp.json").read())
+    systems = {name: {k: entry.get(k) for k in ("devices", "data_parallel_size", "tokens_per_s")}
+               for name, entry in result["systems"].items()}
+    return {"bench": systems, "exit": code, "compiles_during_timing": result["compiles_during_timing"]}
+
+
 def main() -> None:
     models = json.loads(open(sys.argv[1]).read())
     only = sys.argv[3].split(",") if len(sys.argv) > 3 else None
@@ -84,6 +101,8 @@ def main() -> None:
                 records.append({"model": name, "dp": dp, "tp": tp, "attention": attention,
                                 "error": f"{type(exc).__name__}: {exc}"})
     records += error_checks(models) if not only or "bert" in only else []
+    if not only:
+        records.append(bench_check())
     with open(sys.argv[2], "w") as out:
         json.dump(records, out, indent=1)
 

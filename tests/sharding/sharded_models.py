@@ -44,7 +44,7 @@ def _jina():
 def _deberta():
     from deberta_models import make_deberta
 
-    return make_deberta("v2-xlarge", intermediate_size=MLP)  # score bias per head, first-layer conv
+    return make_deberta("v2-xlarge", tag="tp", intermediate_size=MLP)  # score bias + first-layer conv
 
 
 def _decoder(heads: int = 4, kv_heads: int = 2):

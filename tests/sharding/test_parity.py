@@ -1,6 +1,6 @@
 """Every family at data-parallel 8, data 4 x tensor 2 and tensor 8 (the 8-head decoder) equals
 its single-device result (max abs 1e-5, float32), with the xla attention everywhere and the
-Pallas kernel under shard_map on four families; sizes that cannot work fail at load naming
+Pallas kernel under shard_map on five families; sizes that cannot work fail at load naming
 the field. All of it runs in one subprocess with 8 forced host devices
 (tests/sharding/multidevice_checks.py), started once for the module."""
 
@@ -46,7 +46,7 @@ def test_every_family_and_layout_was_checked(records):
         for tp in tps:
             assert (name, 8 // tp, tp, "xla") in seen
     assert (("qwen3", 1, 8, "xla")) in seen
-    assert {r["model"] for r in _parity(records) if r["attention"] == "pallas"} == {"bert", "mpnet", "jina", "qwen3"}
+    assert {r["model"] for r in _parity(records) if r["attention"] == "pallas"} == {"bert", "mpnet", "jina", "qwen3", "deberta"}
 
 
 @pytest.mark.parametrize("name", list(sharded_models.MODELS))
@@ -68,3 +68,11 @@ def test_sizes_that_cannot_work_fail_at_load_naming_the_field(records):
     assert errors["bert dp1 tp8"] == "tensor_parallel_size 8 does not divide config.json field 'num_attention_heads' (4)"
     assert "16 devices, but only 8 are available" in errors["bert dp4 tp4"]
     assert "'num_attention_heads' (4)" in errors["bert dp2 tp3"]
+
+
+def test_bench_reports_one_system_per_device_count(records):
+    bench = next(r for r in records if "bench" in r)
+    assert bench["exit"] == 0 and bench["compiles_during_timing"] == 0
+    assert {name: entry["devices"] for name, entry in bench["bench"].items()} == {
+        f"tei-jax[dp={n}]": n for n in (1, 8)}
+    assert all(entry["tokens_per_s"] > 0 for entry in bench["bench"].values())
