@@ -203,8 +203,9 @@ class Engine:
             raise ValueError(f"task {task!r} is not available for this model ({', '.join(self.tasks)})")
         if len(items) != len(batch.placements):
             raise ValueError(f"{len(items)} items for {len(batch.placements)} placements")
-        arrays = jax.device_put(self.arrays(items, batch), self.placement.rows)
-        return self._executable(task, batch.shape)(self.params, *arrays)
+        # Host arrays go in as they are: the executable splits their rows over the mesh's
+        # `data` axis itself (an explicit jax.device_put first cost ~0.5-3 ms more per batch).
+        return self._executable(task, batch.shape)(self.params, *self.arrays(items, batch))
 
     @staticmethod
     def collect(task: str, items: Sequence[Encoded], batch: PackedBatch, output) -> list[np.ndarray]:
