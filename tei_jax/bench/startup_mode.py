@@ -6,7 +6,7 @@ comes from a fresh process, so nothing is shared but the disk (and the OS page c
 
 - server: `text-embeddings-router` started on the preset; seconds from launch to the first
   `/health` 200 (every request can be served) and to warmup complete (the
-  `te_warmup_shapes_ready` gauge reaching `te_warmup_shapes_total`; a server without the
+  `te_warmup_shapes_ready` gauge reaching `te_warmup_shapes`; a server without the
   gauges is complete at its first 200). "cold" runs on an empty compile-cache folder, "warm"
   on the folder the cold round just filled.
 - library: a Python process that imports tei_jax, `load()`s the preset and embeds 32 texts
@@ -123,7 +123,7 @@ def server_start(folder: Path, cache: Path, options: StartupOptions, log_dir: Pa
             if time.monotonic() > deadline:
                 raise RuntimeError(f"warmup not complete after {options.timeout:.0f}s")
             text = _get(port, "/metrics")[1].decode()
-            ready, total = _gauge(text, "te_warmup_shapes_ready"), _gauge(text, "te_warmup_shapes_total")
+            ready, total = _gauge(text, "te_warmup_shapes_ready"), _gauge(text, "te_warmup_shapes")
             if ready is None or total is None:  # a server without the gauges: ready means complete
                 result["complete_s"] = result["health_s"]
             elif ready >= total:
