@@ -37,7 +37,7 @@ class TEIApplication(BaseApplication):
         options = {
             "bind": [s.bind],
             "workers": 1,
-            "worker_class": worker_class(s.payload_limit),
+            "worker_class": worker_class(s.payload_limit, s.cors_allow_origin),
             "threads": s.worker_threads,
             "worker_connections": max(1000, s.max_concurrent_requests + s.worker_threads),
             "timeout": WORKER_TIMEOUT_S,
@@ -68,11 +68,13 @@ class TEIApplication(BaseApplication):
         return self.flask_app
 
 
-def worker_class(payload_limit: int) -> type:
-    """TEIWorker with this server's body limit (gunicorn builds the worker from a class)."""
+def worker_class(payload_limit: int, cors_origins=None) -> type:
+    """TEIWorker with this server's body limit and CORS origins (gunicorn builds the worker
+    from a class)."""
     from .worker import TEIWorker
 
-    return type("TEIWorker", (TEIWorker,), {"payload_limit": payload_limit})
+    return type("TEIWorker", (TEIWorker,), {"payload_limit": payload_limit,
+                                            "cors_origins": tuple(cors_origins or ())})
 
 
 def _worker_exit(server, worker) -> None:

@@ -399,6 +399,8 @@ def info():
         "version": __version__,
         "sha": os.environ.get("TEI_JAX_GIT_SHA"),
         "docker_label": os.environ.get("DOCKER_LABEL"),
+        # Ours, beyond TEI's fields: where the model runs.
+        "sharding": model.sharding_info,
     }
     return body, None
 

@@ -196,6 +196,7 @@ class Info(BaseModel):
     version: str
     sha: Optional[str]
     docker_label: Optional[str]
+    sharding: Optional[dict] = None  # tei-jax: devices, mesh, parameter shardings
 
 
 class ErrorResponse(BaseModel):

@@ -106,12 +106,14 @@ class Service:
                 attention=s.attention, dense_path=s.dense_path, default_prompt_name=s.default_prompt_name,
                 default_prompt=s.default_prompt, compile_cache=s.compile_cache_dir,
                 chunk_long_inputs=s.chunk_long_inputs, chunk_overlap=s.chunk_overlap,
+                data_parallel_size=s.data_parallel_size, tensor_parallel_size=s.tensor_parallel_size,
             )
             # The input-length histogram's buckets depend on the model's max input length.
             self.metrics.set_max_input_length(model.max_input_length)
             log.info("Model loaded in %.1fs: %s, %s, max_input_length %d, %s",
                      time.perf_counter() - self._started_at, model.kind, model.dtype,
                      model.max_input_length, _describe_type(model))
+            log.info("Devices: %s", _describe_placement(model))
             scheduler = Scheduler.for_model(model, on_batch=self.metrics.on_batch, on_drop=self.metrics.on_drop,
                                             on_done=self.metrics.on_done,
                                             tokenization_workers=s.tokenization_workers)
@@ -230,3 +232,13 @@ def _exit_worker(exc: BaseException) -> None:
     restarting the worker forever."""
     logging.shutdown()
     os._exit(WORKER_BOOT_ERROR)
+
+
+def _describe_placement(model) -> str:
+    """The startup log's line on devices, mesh and parameter shardings."""
+    info = model.sharding_info
+    mesh = " x ".join(f"{name} {size}" for name, size in info["mesh"].items())
+    sizes = sorted(set(info["parameter_bytes_per_device"].values()))
+    return (f"{len(info['device_ids'])} {info['platform']} ({info['device_kind']}), ids {info['device_ids']}; "
+            f"mesh {mesh}; {info['parameters_split']} of {info['parameters']} parameters split over 'model', "
+            f"{'/'.join(f'{b / 2**20:.1f}' for b in sizes)} MiB of parameters per device")

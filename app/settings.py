@@ -66,6 +66,8 @@ class Settings:
     chunk_overlap: int = 0
     grpc: bool = False  # serve TEI's gRPC API instead of HTTP on --port
     grpc_port: int | None = None  # serve gRPC on this port beside HTTP
+    data_parallel_size: int | None = None  # None: every local device left after tensor parallelism
+    tensor_parallel_size: int = 1
 
     @property
     def model_name(self) -> str:
@@ -166,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
              "specific commit id or a branch like `refs/pr/2`")
     add("--tokenization-workers", env="TOKENIZATION_WORKERS", type=positive_int,
         default=default_tokenization_workers(),
-        help="Accepted for compatibility and reported in /info. tei-jax tokenizes in the HTTP request "
-             "threads (see --worker-threads), so tokenization scales with concurrent requests. Defaults to "
-             "the number of CPU cores minus one")
+        help="Optionally control the number of tokenizer workers used for payload tokenization, validation "
+             "and truncation. Concurrent requests take turns on them a few inputs at a time, so a short "
+             "request never waits for another one's whole batch. Defaults to the number of CPU cores minus one")
     add("--dtype", env="DTYPE", choices=DTYPE_CHOICES,
         help="The dtype to be forced upon the model (default: float32 on CPU, bfloat16 on accelerators)")
     add("--served-model-name", env="SERVED_MODEL_NAME",
@@ -270,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
                       default=int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
                       help="Also serve the gRPC API on this port, beside HTTP on --port, from the same model, "
                            "queue and permits [env: GRPC_PORT=]")
+    ours.add_argument("--data-parallel-size", type=positive_int,
+                      default=int(os.environ["DATA_PARALLEL_SIZE"]) if os.environ.get("DATA_PARALLEL_SIZE") else None,
+                      help="Devices a batch's rows are split over; data x tensor parallel sizes must equal the "
+                           "devices used [env: DATA_PARALLEL_SIZE=] [default: every local device left after "
+                           "tensor parallelism]")
+    ours.add_argument("--tensor-parallel-size", type=positive_int,
+                      default=int(os.environ.get("TENSOR_PARALLEL_SIZE", 1)),
+                      help="Devices each layer's heads and MLP width are split over (for models too large "
+                           "for one device) [env: TENSOR_PARALLEL_SIZE=] [default: 1]")
     return parser
 
 

@@ -7,7 +7,11 @@ long as it likes, and 65 of them stop the server. Here the worker's main loop re
 connection without blocking (one `epoll` for all of them) until h11 says the request is
 complete, then hands the buffered bytes to gunicorn's own parser on a thread. Slow clients cost
 a file descriptor and their bytes so far, never a thread; one that has not sent a whole request
-within REQUEST_READ_TIMEOUT_S is closed.
+within REQUEST_READ_TIMEOUT_S is closed. A body over the payload limit (a Content-Length above
+it, as soon as the headers are in, or a chunked body once it passes it) is refused right there
+with TEI's 413, without reading the body into memory or taking a thread: the answer is sent, the
+connection half-closed, and what the client still sends is read and dropped for up to
+LINGER_S so that it reads the 413 instead of a reset.
 
 On SIGTERM the connections already in the backlog are taken and the listening sockets closed
 at once, so later connections are refused (a load balancer fails over) instead of waiting in
@@ -29,14 +33,17 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 REQUEST_READ_TIMEOUT_S = 30.0  # from the connection's first moment (or its next request) to a whole request
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 RECV_BYTES = 64 * 1024
+LINGER_S = 2.0  # after a refusal: how long the rest of a body is read and dropped
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+TOO_LARGE = b"Failed to buffer the request body: length limit exceeded"  # axum's text, as TEI sends it
 
 
 class Framing(enum.Enum):
     """Where the bytes received so far leave a request."""
 
     INCOMPLETE = "incomplete"
-    COMPLETE = "complete"  # gunicorn parses it (an oversized body is refused there with 413)
+    COMPLETE = "complete"  # gunicorn parses it
+    TOO_LARGE = "too large"  # refused here with 413, the body not read
     MALFORMED = "malformed"  # gunicorn answers it (400) the way it always has
 
 
@@ -48,6 +55,7 @@ class RequestReader:
         self.body_limit = body_limit
         self.body_bytes = 0
         self.wants_continue = False
+        self.origin: bytes | None = None  # the request's Origin header, for CORS on a refusal
 
     def feed(self, data: bytes) -> Framing:
         self.h11.receive_data(data)
@@ -62,14 +70,15 @@ class RequestReader:
                 return Framing.COMPLETE
             if isinstance(event, h11.Request):
                 headers = dict(event.headers)
+                self.origin = headers.get(b"origin")
                 length = headers.get(b"content-length")
                 if length is not None and int(length) > self.body_limit:
-                    return Framing.COMPLETE  # refused with 413 without reading the body
+                    return Framing.TOO_LARGE  # as soon as the headers are in: the body is never read
                 self.wants_continue = headers.get(b"expect", b"").lower() == b"100-continue"
             elif isinstance(event, h11.Data):
                 self.body_bytes += len(event.data)
                 if self.body_bytes > self.body_limit:
-                    return Framing.COMPLETE  # a chunked body past the limit: refused with 413
+                    return Framing.TOO_LARGE  # a chunked body past the limit
 
 
 class QuietResponse(wsgi.Response):
@@ -83,9 +92,11 @@ class TEIWorker(ThreadWorker):
     """gthread with complete-request reading in the main loop (see the module docstring)."""
 
     payload_limit = 2_000_000  # set per server by gunicorn_app
+    cors_origins: tuple[str, ...] = ()  # --cors-allow-origin (empty: any origin), set by gunicorn_app
 
     def init_process(self):
         self.reading: dict[TConn, float] = {}  # connection -> deadline, oldest first
+        self.lingering: dict[TConn, float] = {}  # refused connections being drained -> deadline
         wsgi.Response = QuietResponse  # this process only: the worker serves nothing else
         super().init_process()
 
@@ -136,8 +147,7 @@ class TEIWorker(ThreadWorker):
             self._unregister(conn)
             self._drop(conn)
             return
-        if self._take(conn, data):
-            self._unregister(conn)
+        self._take(conn, data)
 
     def _take(self, conn: TConn, data: bytes) -> bool:
         """Buffer `data`; True once the connection has left the reading state."""
@@ -149,11 +159,42 @@ class TEIWorker(ThreadWorker):
                 _send_quietly(conn.sock, CONTINUE)
             return False
         del self.reading[conn]
+        self._unregister(conn)
+        if framing is Framing.TOO_LARGE:
+            conn.received = bytearray()
+            self._refuse(conn, too_large_response(conn.reader.origin, self.cors_origins))
+            return True
         conn.prefix = bytes(conn.received)
         conn.received = bytearray()
         conn.request_ready = True
         self.enqueue_req(conn)
         return True
+
+    def _refuse(self, conn: TConn, response: bytes) -> None:
+        """Answer `response`, half-close, and drop whatever else arrives until EOF or LINGER_S."""
+        _send_quietly(conn.sock, response)
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.lingering[conn] = time.monotonic() + LINGER_S
+        self.poller.register(conn.sock, selectors.EVENT_READ, lambda _sock: self._on_lingering_readable(conn))
+
+    def _on_lingering_readable(self, conn: TConn) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._end_lingering(conn)
+
+    def _end_lingering(self, conn: TConn) -> None:
+        self._unregister(conn)
+        del self.lingering[conn]
+        self.nr_conns -= 1
+        conn.close()
 
     def _unregister(self, conn: TConn) -> None:
         try:
@@ -176,6 +217,8 @@ class TEIWorker(ThreadWorker):
                 break
             self._unregister(conn)
             self._drop(conn)
+        for conn in [conn for conn, deadline in self.lingering.items() if deadline <= now]:
+            self._end_lingering(conn)
 
     # Handing a complete request to a thread -------------------------------------------------
     def handle(self, conn):
@@ -206,6 +249,20 @@ class TEIWorker(ThreadWorker):
                 if not conn.received:
                     self.reading[conn] = min(self.reading[conn], linger)
             self.reading = dict(sorted(self.reading.items(), key=lambda item: item[1]))
+
+
+def too_large_response(origin: bytes | None, cors_origins: tuple[str, ...]) -> bytes:
+    """TEI's 413 (axum's plain text), with the CORS header the app's other answers carry."""
+    headers = [b"HTTP/1.1 413 Payload Too Large", b"Content-Type: text/plain; charset=utf-8",
+               b"Content-Length: %d" % len(TOO_LARGE), b"Connection: close"]
+    if origin is not None:
+        if not cors_origins or "*" in cors_origins:
+            headers.append(b"Access-Control-Allow-Origin: *")
+        else:
+            if origin.decode("latin-1") in cors_origins:
+                headers.append(b"Access-Control-Allow-Origin: " + origin)
+            headers.append(b"Vary: Origin")
+    return b"\r\n".join(headers) + b"\r\n\r\n" + TOO_LARGE
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:

@@ -143,8 +143,14 @@ class ShapePolicy:
     # A batch's fixed cost (dispatch, weights read once, a few small ops), in tokens: keeps
     # `pack` from leaving items behind for a tidier but smaller batch.
     batch_overhead: float = 64.0
+    # Every row count is a multiple of this: the data-parallel size, so a batch's rows split
+    # evenly over the mesh's `data` axis (tei_jax/sharding.py). A batch has at least this many
+    # rows (one per device) even where the token budget would allow fewer.
+    row_multiple: int = 1
 
     def __post_init__(self):
+        if self.row_multiple < 1:
+            raise ValueError("row_multiple must be at least 1")
         if self.max_batch_tokens < SEQ_MULTIPLE:
             raise ValueError(f"max_batch_tokens must be at least {SEQ_MULTIPLE}")
         if self.batch_tokens is not None and self.batch_tokens < SEQ_MULTIPLE:
@@ -183,17 +189,22 @@ class ShapePolicy:
 
     def max_rows(self, width: int) -> int:
         """Most rows a batch of this width may have: token budget, request cap, MAX_ROWS; a
-        packed width under min_width only ever runs one row."""
+        packed width under min_width only ever runs one row (per data-parallel device)."""
+        return self.row_counts(width)[-1]
+
+    def row_counts(self, width: int) -> list[int]:
+        """The compiled row counts of a width: the row ladder in units of `row_multiple`."""
+        unit = self.row_multiple
         if self.packing and width < self.regular_width:
-            return 1
+            return [unit]
         rows = max(1, self.token_budget // width)
         if self.max_batch_requests:
             rows = min(rows, self.max_batch_requests)
-        return row_ladder(min(rows, MAX_ROWS))[-1]  # a compiled row count
+        return [n * unit for n in row_ladder(max(1, min(rows, MAX_ROWS) // unit))]
 
     def rows_bucket(self, rows: int, width: int) -> int:
         """The smallest compiled row count >= rows."""
-        for candidate in row_ladder(self.max_rows(width)):
+        for candidate in self.row_counts(width):
             if candidate >= rows:
                 return candidate
         raise ValueError(f"{rows} rows exceed the maximum {self.max_rows(width)} at width {width}")
@@ -201,7 +212,7 @@ class ShapePolicy:
     def shapes(self) -> list[BatchShape]:
         """Every shape the planner can produce, smallest first."""
         return [BatchShape(rows, width, self.slots_for(width))
-                for width in self.widths for rows in row_ladder(self.max_rows(width))]
+                for width in self.widths for rows in self.row_counts(width)]
 
     def packer(self, width: int) -> RowPacker:
         return RowPacker(width, self.max_rows(width), self.slots_for(width), self.max_batch_requests)

@@ -27,6 +27,7 @@ from .models.architecture import Architecture
 from .models.heads import DenseStack
 from .pipeline import run_planned
 from .pooling import pool
+from .sharding import Placement
 from .tasks import Task, tasks_for
 from .tokenization import Encoded
 
@@ -47,21 +48,30 @@ class Engine:
         params: dict,
         policy: ShapePolicy,
         dense_params: list[dict] | None = None,
+        placement: Placement | None = None,
     ):
         self.spec = spec
         self.arch = arch
         self.policy = policy
+        # Where parameters and batches live (tei_jax/sharding.py); one device by default.
+        self.placement = placement or Placement.build(1, 1, jax.devices()[:1])
+        if policy.row_multiple % self.placement.data_size:
+            raise ValueError(f"ShapePolicy.row_multiple {policy.row_multiple} is not a multiple of the "
+                             f"data-parallel size {self.placement.data_size}")
         self.params = {k: v for k, v in params.items()}
         self._dense = None
         if dense_params:
             layers = tuple((d.out_features, d.bias, d.activation) for d in spec.dense)
             self._dense = DenseStack(layers)
             self.params["dense"] = {f"dense_{i}": p for i, p in enumerate(dense_params)}
+        self.param_shardings = self.placement.param_shardings(arch.param_axes(), self.params)
         self.tasks = tasks_for(spec.kind, spec.pooling)
         self._compiled: dict[tuple[str, BatchShape], Callable] = {}
         self._compiling: dict[tuple[str, BatchShape], Future] = {}
         self._lock = threading.Lock()
-        self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5) for task in self.tasks}
+        rows = self.placement.rows
+        self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5, out_shardings=rows)
+                        for task in self.tasks}
         self.compile_seconds = 0.0
         # Compiled executables on disk (tei_jax/executables.py); load() attaches a real one.
         self.store = ExecutableStore(None)
@@ -120,7 +130,8 @@ class Engine:
         try:
             start = time.perf_counter()
             fn = self.store.get(f"{Task(task).value}-{shape.rows}x{shape.width}x{shape.slots}",
-                                lambda: self._lower(task, shape), lambda loaded: self._takes(loaded, shape))
+                                lambda: self.lower(task, shape).compile(), lambda loaded: self._takes(loaded, shape),
+                                devices=list(self.placement.mesh.devices.flat))
         except BaseException as exc:
             with self._lock:
                 del self._compiling[key]
@@ -133,10 +144,15 @@ class Engine:
         future.set_result(fn)
         return fn
 
-    def _lower(self, task: str, shape: BatchShape) -> jax.stages.Compiled:
-        """Trace, lower and compile the forward of (task, shape): the one place a program is built."""
-        ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32)
-        return self._jitted[task].lower(self.params, ints, ints, ints, ints, shape.slots).compile()
+    def lower(self, task: str, shape: BatchShape, params=None):
+        """`jax.jit(forward)` lowered for (task, shape) on this placement: parameters on their
+        shardings, the batch's rows split over the mesh's `data` axis, outputs likewise.
+        `params` may be abstract (jax.ShapeDtypeStruct with shardings: ahead-of-time lowering
+        for a device topology that is not attached, e.g. a TPU slice)."""
+        params = self.params if params is None else params
+        ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32, sharding=self.placement.rows)
+        with jax.set_mesh(self.placement.mesh):  # the Pallas kernel's shard_map reads it
+            return self._jitted[task].lower(params, ints, ints, ints, ints, shape.slots)
 
     def _takes(self, compiled, shape: BatchShape) -> bool:
         """Whether a loaded executable takes this engine's parameters and (task, shape)'s arrays."""
@@ -150,23 +166,18 @@ class Engine:
             return False
         return all(tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype for a, b in zip(got[0], expected[0]))
 
-    @property
-    def placement(self) -> str:
-        """Where the programs run, for the executable store's key: device kind and ids (a
-        mesh description once parameters are sharded)."""
-        devices = jax.devices()
-        return f"{devices[0].platform}:{devices[0].device_kind}:{[d.id for d in devices]}"
-
     def warmup_order(self, tasks: Sequence[str] | None = None,
                      shapes: Sequence[BatchShape] | None = None) -> tuple[list, int]:
         """(task, shape) pairs in the order warmup builds them, and how many of the first
         ones cover every batch: the widest shape of each row count (the batch planner never
-        makes a batch it would not hold), then the rest smallest first (the short batches
-        of single queries, where running wide costs the most latency)."""
+        makes a batch it would not hold); then the one-row shapes, narrowest first (a single
+        query, where running wide costs the most latency); then the rest largest first (they
+        take longest, so the compile pool drains evenly)."""
         tasks = tuple(tasks or self.tasks)
         shapes = list(shapes or self.policy.shapes())
         covers = covering_shapes(shapes)
-        rest = sorted((s for s in shapes if s not in covers), key=lambda s: (s.tokens, s.width))
+        rest = sorted((s for s in shapes if s not in covers),
+                      key=lambda s: (s.rows > 1, s.tokens if s.rows == 1 else -s.tokens, s.width))
         order = [(t, s) for t in tasks for s in covers] + [(t, s) for t in tasks for s in rest]
         return order, len(tasks) * len(covers)
 
@@ -256,7 +267,8 @@ class Engine:
         if len(items) != len(batch.placements):
             raise ValueError(f"{len(items)} items for {len(batch.placements)} placements")
         shape, fn = self._runnable(task, batch.shape)
-        return fn(self.params, *self.arrays(items, batch, shape))
+        arrays = jax.device_put(self.arrays(items, batch, shape), self.placement.rows)
+        return fn(self.params, *arrays)
 
     @staticmethod
     def collect(task: str, items: Sequence[Encoded], batch: PackedBatch, output) -> list[np.ndarray]:

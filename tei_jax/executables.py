@@ -82,15 +82,17 @@ class ExecutableStore:
     def path(self, name: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{name}.jaxexe"
 
-    def get(self, name: str, build: Callable[[], Any], check: Callable[[Any], bool] | None = None) -> Any:
+    def get(self, name: str, build: Callable[[], Any], check: Callable[[Any], bool] | None = None,
+            devices: list | None = None) -> Any:
         """The compiled executable stored under `name`, else `build()` (then stored).
 
-        `check(compiled)` says whether a loaded one takes the arguments it will be called with."""
+        `check(compiled)` says whether a loaded one takes the arguments it will be called with;
+        `devices` are the ones it runs on (default: all of the default backend's)."""
         path = self.path(name)
         existed = False
         if path is not None:
             try:
-                compiled = self._load(path)
+                compiled = self._load(path, devices)
             except FileNotFoundError:
                 pass
             except Exception as exc:  # anything unreadable is rebuilt, never served
@@ -121,7 +123,7 @@ class ExecutableStore:
         return compiled
 
     # Files -------------------------------------------------------------------------------
-    def _load(self, path: Path) -> Any:
+    def _load(self, path: Path, devices: list | None = None) -> Any:
         from jax.experimental.serialize_executable import deserialize_and_load
 
         data = path.read_bytes()
@@ -131,7 +133,7 @@ class ExecutableStore:
         if hashlib.sha256(payload).digest() != data[len(MAGIC):_HEADER]:
             raise ValueError("checksum mismatch (truncated or corrupted)")
         serialized, in_tree, out_tree = pickle.loads(payload)
-        return deserialize_and_load(serialized, in_tree, out_tree)
+        return deserialize_and_load(serialized, in_tree, out_tree, execution_devices=devices)
 
     def _store(self, path: Path, compiled: Any) -> None:
         from jax.experimental.serialize_executable import serialize
@@ -241,7 +243,8 @@ def engine_key(engine: "Engine", model_dir: Path | None, dtype: str, attention: 
         "jaxlib": jaxlib.__version__,
         "backend": jax.default_backend(),
         "platform_version": jax.devices()[0].client.platform_version,
-        "placement": engine.placement,
+        "placement": engine.placement.key(),
+        "devices": [f"{d.platform}:{d.device_kind}:{d.id}" for d in engine.placement.mesh.devices.flat],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
         "x64": bool(jax.config.jax_enable_x64),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -33,13 +33,58 @@ class CallWithdrawn(Exception):
     """The caller went away (`Call.gone()` turned True); its queued inputs were dropped."""
 
 
+PIECE_CHARS = 8_192  # a piece of a job's tokenization: tens of milliseconds of one thread
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What an executor runs: tokenize with `encode()` (it raises TEI's input errors), then
-    compute `task` for every input."""
+    compute `task` for every input. `pieces`, when given, is the same tokenization cut in
+    order into parts (each returns its inputs' entries), so an executor can let concurrent
+    calls take turns on its tokenizer threads; `steps()` is them, or `encode` whole."""
 
     task: Task
     encode: Callable[[], list[Encoded]]
+    pieces: tuple[Callable[[], list[Encoded]], ...] = ()
+
+    @classmethod
+    def of_inputs(cls, task: Task, inputs: Sequence[Any], encode_one: Callable[[Any], Encoded]) -> "Job":
+        """A job tokenizing `inputs` with `encode_one`, in pieces of about PIECE_CHARS characters
+        (one input at least: an input is never split)."""
+        inputs = list(inputs)
+
+        def encode() -> list[Encoded]:
+            return [encode_one(item) for item in inputs]
+
+        def piece(part: list) -> Callable[[], list[Encoded]]:
+            return lambda: [encode_one(item) for item in part]
+
+        pieces, part, chars = [], [], 0
+        for item in inputs:
+            part.append(item)
+            chars += _chars(item)
+            if chars >= PIECE_CHARS:
+                pieces.append(piece(part))
+                part, chars = [], 0
+        if part:
+            pieces.append(piece(part))
+        return cls(task, encode, tuple(pieces))
+
+    def steps(self) -> tuple[Callable[[], list[Encoded]], ...]:
+        return self.pieces or (self.encode,)
+
+
+def _chars(item: Any) -> int:
+    """About what tokenizing `item` costs: the characters of a text or of a pair's texts, else
+    the length of a token-id list."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, (list, tuple)) and any(isinstance(part, str) for part in item):
+        return sum(len(part) for part in item if isinstance(part, str))
+    try:
+        return len(item)
+    except TypeError:
+        return 1
 
 
 @dataclasses.dataclass

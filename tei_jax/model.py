@@ -31,9 +31,10 @@ from .executor import Call, DirectExecutor, Executor, Job
 from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
 from .pooling import scores_from_logits, sparse_entries, truncate_and_normalize
+from .sharding import Placement
 from .tasks import ModelKind, Operation, Task, operations_for, refusal
 from .tokenization import Encoded, Input, Tokenizer, rust_list
-from .weights import WeightReader, load_dense_module, safetensors_files, to_device
+from .weights import WeightReader, load_dense_module, safetensors_files
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,16 @@ class Model:
         return self.engine.compile_count
 
     @property
+    def placement(self) -> Placement:
+        """The device mesh and shardings the model runs on (tei_jax/sharding.py)."""
+        return self.engine.placement
+
+    @property
+    def sharding_info(self) -> dict:
+        """Devices, mesh and parameter shardings, for /info and logs (beyond TEI's fields)."""
+        return self.placement.info(self.engine.params, self.engine.param_shardings)
+
+    @property
     def shape_count(self) -> int:
         """How many (task, shape) programs a full warmup compiles."""
         return len(self.engine.tasks) * len(self.engine.policy.shapes())
@@ -158,8 +169,8 @@ class Model:
         rerankers: texts and [a, b] pairs) would, with the same truncation, prompts and special
         tokens, and lay them out as a `functional.Batch` of numpy arrays for `apply`."""
         if self.kind is ModelKind.EMBEDDING:
-            items = self._encoder(tei_inputs.embed_batch(inputs).items, truncate, truncation_direction,
-                                  prompt_name)()
+            encode_one = self._encoder(truncate, truncation_direction, prompt_name)
+            items = [encode_one(item) for item in tei_inputs.embed_batch(inputs).items]
         else:
             cut = self._truncate(truncate)
             items = [self.tokenizer.encode(item[0], truncate=cut, pair=item[1] if len(item) == 2 else None,
@@ -184,17 +195,22 @@ class Model:
     def _run(self, task: Task, encode, call: Call | None) -> list[np.ndarray]:
         return self.executor.run(Job(task, encode), call)
 
+    def _run_each(self, task: Task, items: Sequence, encode_one, call: Call | None) -> list[np.ndarray]:
+        """Run `task` on `items` tokenized one by one (so the executor may interleave calls)."""
+        return self.executor.run(Job.of_inputs(task, items, encode_one), call)
+
     def _truncate(self, truncate: bool | None) -> bool:
         return self.auto_truncate if truncate is None else bool(truncate)
 
-    def _encoder(self, items, truncate, truncation_direction, prompt_name):
+    def _encoder(self, truncate, truncation_direction, prompt_name):
+        """The tokenization of one embed-like input."""
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
-                                          prompt_name=prompt_name) for item in items]
+        def encode_one(item) -> Encoded:
+            return self.tokenizer.encode(item, truncate=truncate, truncation_direction=truncation_direction,
+                                         prompt_name=prompt_name)
 
-        return encode
+        return encode_one
 
     def warmup(self, progress=None, workers: int | None = None) -> int:
         """Compile every shape of every task ahead of time; returns how many were new."""
@@ -229,8 +245,8 @@ class Model:
         self.check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
         if self.chunk is None:
-            outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                                call)
+            outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction,
+                                                                           prompt_name), call)
         else:  # long texts -> windows, embedded like any input, then pooled per input
             windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
                                       truncation_direction=truncation_direction, prompt_name=prompt_name)
@@ -243,16 +259,16 @@ class Model:
         """Per-token hidden states: one float32 [tokens, hidden] array per input."""
         self.require(Operation.EMBED_ALL)
         batch = tei_inputs.embed_batch(inputs)
-        return self._run(Task.EMBED_ALL, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                         call)
+        return self._run_each(Task.EMBED_ALL, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
+                              call)
 
     def embed_sparse(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
                      prompt_name: str | None = None, *, call: Call | None = None) -> list[list[dict]]:
         """SPLADE vectors as TEI's [{index, value}] lists, one per input."""
         self.require(Operation.EMBED_SPARSE)
         batch = tei_inputs.embed_batch(inputs)
-        outputs = self._run(Task.EMBED, self._encoder(batch.items, truncate, truncation_direction, prompt_name),
-                            call)
+        outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
+                                 call)
         return [sparse_entries(vector) for vector in outputs]
 
     def similarity(self, source_sentence: str, sentences: Sequence[str], truncate: bool | None = None,
@@ -283,11 +299,12 @@ class Model:
         batch = tei_inputs.predict_batch(inputs)
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
-                                          truncation_direction=truncation_direction) for item in batch.items]
+        def encode_one(item) -> Encoded:
+            return self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
+                                         truncation_direction=truncation_direction)
 
-        results = [self._ranked(logits, raw_scores) for logits in self._run(Task.PREDICT, encode, call)]
+        outputs = self._run_each(Task.PREDICT, batch.items, encode_one, call)
+        results = [self._ranked(logits, raw_scores) for logits in outputs]
         return results if batch.is_batch else results[0]
 
     def rerank(self, query: str, texts: Sequence[str], raw_scores: bool = False, return_text: bool = False,
@@ -298,11 +315,11 @@ class Model:
         self.require(Operation.RERANK)
         truncate = self._truncate(truncate)
 
-        def encode() -> list[Encoded]:
-            return [self.tokenizer.encode(first, pair=second, truncate=truncate,
-                                          truncation_direction=truncation_direction) for first, second in pairs]
+        def encode_one(pair) -> Encoded:
+            first, second = pair
+            return self.tokenizer.encode(first, pair=second, truncate=truncate, truncation_direction=truncation_direction)
 
-        return self.rank(self._run(Task.PREDICT, encode, call), texts, raw_scores, return_text)
+        return self.rank(self._run_each(Task.PREDICT, pairs, encode_one, call), texts, raw_scores, return_text)
 
     def rank(self, outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores: bool = False,
              return_text: bool = False) -> list[dict]:
@@ -368,6 +385,9 @@ def load(
     compile_cache: str | None = None,
     chunk_long_inputs: bool = False,
     chunk_overlap: int = 0,
+    data_parallel_size: int | None = None,
+    tensor_parallel_size: int = 1,
+    devices: Sequence | None = None,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -377,6 +397,10 @@ def load(
     else ~/.cache/tei-jax/jax; "none" turns it off). It is process-wide JAX state.
     `chunk_long_inputs`: `embed` splits a text longer than the limit into windows sharing
     `chunk_overlap` tokens and pools them (see tei_jax.chunking); dense embedders only.
+    `data_parallel_size` x `tensor_parallel_size` devices (of `devices`, default every local
+    device of the backend) form the mesh (tei_jax/sharding.py): batch rows split over the
+    data axis, heads and MLP widths over the tensor axis. `data_parallel_size` None uses
+    every device left after tensor parallelism.
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
@@ -411,19 +435,23 @@ def load(
     jdtype = DTYPES[dtype]
     implementation = resolve_implementation(attention, jax.default_backend())
     arch = models.build(spec, jdtype, implementation)
+    placement = Placement.build(data_parallel_size, tensor_parallel_size, devices).for_architecture(arch)
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
-    params = to_device(arch.load_params(reader))
+    params = arch.load_params(reader, placement.place)
     if reader.unused():
         log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
-    dense = [to_device(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32)) for d in spec.dense]
+    dense = [jax.device_put(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32),
+                            placement.replicated) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
     backend = jax.default_backend()
     if batch_tokens is None and backend == "cpu":
         batch_tokens = CPU_BATCH_TOKENS
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
-                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend))
-    engine = Engine(spec, arch, params, policy, dense)
+                         attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend),
+                         row_multiple=placement.data_size)
+    engine = Engine(spec, arch, params, policy, dense, placement)
+    log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
     if cache_folder is not None:
         key = executables.engine_key(engine, spec.model_dir, dtype, implementation)
         engine.store = executables.ExecutableStore(cache_folder / executables.DIR_NAME, key)

@@ -1,8 +1,9 @@
 """The batching scheduler: the server's executor, a thread-safe queue of single items in
 front of one `Engine`.
 
-`run(job, call)` (the `Executor` seam of tei_jax/executor.py) tokenizes a call's inputs on one
-of the tokenization threads, queues each input on its own (`submit`, one
+`run(job, call)` (the `Executor` seam of tei_jax/executor.py) tokenizes a call's inputs on the
+tokenization threads, in pieces, taking turns with the other calls (tei_jax/tokenizer_pool.py:
+a short request never waits for another call's whole batch to be tokenized), queues each input on its own (`submit`, one
 `concurrent.futures.Future` per item) and waits for them, withdrawing them if the caller
 goes away (`Call.gone`). A single batching thread runs every batch. It
 cuts batches by the tokens the device will actually compute (rows x width, padding included)
@@ -30,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ from .executor import Call, CallWithdrawn, Job, encode_timed
 from .pipeline import Finished, Pipeline, Planned
 from .tasks import Task
 from .tokenization import Encoded
+from .tokenizer_pool import PoolClosed, TokenizerPool
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,10 @@ class Scheduler:
         clients that went away are dropped, `on_done(task, size, seconds, ok)` when a batch's
         result is back (or failed): the hooks a server hangs its metrics on.
         `tokenization_workers` threads tokenize the calls of `run` (so however many threads
-        call it, that many tokenize at once); None tokenizes in the calling thread."""
+        call it, that many tokenize at once, calls taking turns piece by piece); None
+        tokenizes in the calling thread."""
         self.engine = engine
-        self._tokenizers = (ThreadPoolExecutor(max(1, tokenization_workers), thread_name_prefix="tei-jax-tokenizer")
-                            if tokenization_workers else None)
+        self._tokenizers = TokenizerPool(tokenization_workers) if tokenization_workers else None
         self.policy = engine.policy
         self._on_batch = on_batch
         self._on_drop = on_drop
@@ -151,7 +153,7 @@ class Scheduler:
                 self._fail_queued(UnhealthyError("the server is shutting down"))
             self._cond.notify_all()
         if self._tokenizers is not None:
-            self._tokenizers.shutdown(wait=False)
+            self._tokenizers.shutdown()
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -176,16 +178,9 @@ class Scheduler:
         """Tokenize the job's inputs, queue each on its own and wait for all; returns one output
         per input, in order. The first failure fails the call and withdraws its other items;
         so does the caller going away (`call.gone()` True: `CallWithdrawn`)."""
-        if self._tokenizers is None:
-            items = encode_timed(job, call)
-        else:
-            try:
-                tokenized = self._tokenizers.submit(encode_timed, job, call)
-            except RuntimeError:  # the pool is shut down: stop() was called
-                raise UnhealthyError("the server is shutting down") from None
-            items = tokenized.result()
-        futures = self.submit(job.task, items)
         gone = call.gone if call is not None else None
+        items = self._tokenize(job, call, gone)
+        futures = self.submit(job.task, items)
         try:
             while True:
                 done, pending = wait(futures, timeout=None if gone is None else POLL_S,
@@ -206,6 +201,21 @@ class Scheduler:
             call.queue = sum(r.queue_time for r in results) / len(results)
             call.inference = sum(r.inference_time for r in results) / len(results)
         return [r.output for r in results]
+
+    def _tokenize(self, job: Job, call: Call | None, gone: Callable[[], bool] | None) -> list[Encoded]:
+        """The job's entries, from the tokenizer pool (or this thread without one)."""
+        if self._tokenizers is None:
+            return encode_timed(job, call)
+        try:
+            tokenized = self._tokenizers.run(job.steps(), gone, POLL_S)
+        except PoolClosed:  # stop() was called
+            raise UnhealthyError("the server is shutting down") from None
+        if tokenized is None:
+            raise CallWithdrawn()
+        items, seconds = tokenized
+        if call is not None:
+            call.record_tokenized(items, seconds)
+        return items
 
     # Submitting -------------------------------------------------------------------------------
     def submit(self, task: str, items: Sequence[Encoded]) -> list[Future]:

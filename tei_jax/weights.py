@@ -4,8 +4,9 @@ A family's weight table (tei_jax/models/table.py) says where each of its paramet
 the published checkpoint; the `WeightReader` here reads tensors one at a time as NumPy arrays
 already in the target dtype (so a bfloat16 7B model never has a float32 copy in host memory)
 and remembers which names were used, so the table's loader can report the missing and the
-unused ones by name. `to_device` then moves the finished tree to the accelerator leaf by leaf,
-freeing each host array as it goes.
+unused ones by name. `tei_jax.load` places each parameter on its devices as it is read
+(tei_jax/sharding.py `Placement.place`); `to_device` moves a finished host tree to the
+default device leaf by leaf, freeing each host array as it goes.
 """
 
 from __future__ import annotations

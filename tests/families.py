@@ -35,6 +35,12 @@ def _jina():
     return fake_checkpoint("jina-False", config, random_weights(published_shapes(config, False), seed=1))
 
 
+def _deberta():
+    from deberta_models import make_deberta
+
+    return make_deberta("v2-xlarge")  # the disentangled score bias and the first-layer convolution
+
+
 def _decoder():
     from test_decoders import make_decoder
 
@@ -51,6 +57,7 @@ EMBEDDERS = {
     "modernbert": (lambda: _hf("modernbert"), {}),
     "mpnet": (lambda: _hf("mpnet"), {}),
     "jina": (_jina, {}),
+    "deberta": (_deberta, {}),
     "qwen3": (_decoder, {}),
 }
 CLASSIFIER = lambda: _bert("bert", "classification", pooling=None)  # noqa: E731

@@ -30,7 +30,7 @@ def _equal_trees(a, b) -> bool:
     return jax.tree.structure(a) == jax.tree.structure(b) and all(jax.tree.leaves(same))
 
 
-@pytest.mark.parametrize("name", ["bert", "nomic", "modernbert", "jina", "mpnet", "qwen3"])
+@pytest.mark.parametrize("name", ["bert", "nomic", "modernbert", "jina", "mpnet", "qwen3", "deberta"])
 def test_save_then_load_is_exact(name, tmp_path):
     model = families.load(name)
     tuned = _perturbed(model.params)

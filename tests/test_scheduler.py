@@ -254,3 +254,35 @@ def test_warmup_then_no_compilation_after_it_completes(model):
     finally:
         scheduler.stop(timeout=30)
 
+
+
+def test_a_short_call_is_tokenized_while_a_huge_one_still_is(model, monkeypatch):
+    # One client's 40 long inputs and another's one short query share one tokenizer thread:
+    # the short one takes its turn after the piece that is running, not after all 40.
+    from fake_engine import FakeEngine
+
+    scheduler = Scheduler(FakeEngine(), tokenization_workers=1)
+    served = model.with_executor(scheduler)
+    order, big_started = [], threading.Event()
+    real = model.tokenizer.encode
+
+    def encode(text, **options):
+        if text.startswith("big"):
+            big_started.set()
+            threading.Event().wait(0.01)  # a long input takes a while
+        order.append(text.split(" ", 1)[0])
+        return real(text, **options)
+
+    monkeypatch.setattr(model.tokenizer, "encode", encode)
+    scheduler.start(warmup=False)
+    try:
+        big_texts = [f"big{i} " + "word " * 2000 for i in range(40)]
+        big = threading.Thread(target=served.embed, args=(big_texts,))
+        big.start()
+        assert big_started.wait(30)
+        assert served.embed("short query").shape[0] == 1
+        big.join(60)
+        assert len(order) == 41
+        assert order.index("short") < 20, order  # before: 40, behind the whole big call
+    finally:
+        assert scheduler.stop(timeout=10)

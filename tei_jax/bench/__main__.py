@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", default="auto",
                    help="tei-jax attention implementation (engine mode); several separated by commas "
                         "(e.g. xla,cudnn,pallas) are measured side by side against one peer")
+    p.add_argument("--data-parallel-size", default="",
+                   help="engine: devices a batch is split over; several separated by commas (e.g. 1,2,4,8) are "
+                        "measured side by side, giving throughput per device count (default: every device)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="engine: devices each layer's heads and MLP are split over (default 1)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="engine: tei_jax.load's max_batch_tokens (default 16384)")
     p.add_argument("--status-file", type=Path, default=None,
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
             rounds=args.rounds, dtype=args.dtype, peer=args.peer, peer_dtype=args.peer_dtype, seed=args.seed,
             peer_batch_size=args.peer_batch_size,
             attention=args.attention, max_batch_tokens=args.max_batch_tokens, work_dir=args.work_dir,
+            data_parallel_size=args.data_parallel_size, tensor_parallel_size=args.tensor_parallel_size,
             allow_cpu=args.allow_cpu, status_file=args.status_file, trace_dir=args.trace_dir)
         progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
         try:

@@ -48,11 +48,25 @@ class EngineOptions:
     allow_cpu: bool = False
     status_file: Path | None = None  # the current phase is written here (read after a hang)
     trace_dir: Path | None = None  # one more round of each tei-jax system under jax.profiler
+    # Device counts: data-parallel sizes separated by commas ("1,2,4,8"; "" = tei_jax.load's
+    # default, every device), each measured as its own system; tensor parallelism for all.
+    data_parallel_size: str = ""
+    tensor_parallel_size: int = 1
 
     @property
     def attentions(self) -> list[str]:
         names = [a.strip() for a in self.attention.split(",") if a.strip()]
         return names or ["auto"]
+
+    @property
+    def data_parallel_sizes(self) -> list[int | None]:
+        sizes = [int(n) for n in str(self.data_parallel_size).split(",") if n.strip()]
+        return sizes or [None]
+
+    @property
+    def variants(self) -> list[tuple[str, int | None]]:
+        """(attention, data-parallel size) of every tei-jax system."""
+        return [(a, dp) for a in self.attentions for dp in self.data_parallel_sizes]
 
 
 @dataclasses.dataclass
@@ -70,17 +84,26 @@ def chunks(items: Sequence, size: int) -> list[list]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def system_name(attention: str, options: EngineOptions) -> str:
-    """`tei-jax` for a single implementation (as before), `tei-jax[pallas]` among several."""
-    return OURS if len(options.attentions) == 1 else f"{OURS}[{attention}]"
+def system_name(attention: str, options: EngineOptions, data_parallel_size: int | None = None) -> str:
+    """`tei-jax` for a single system (as before); among several `tei-jax[pallas]`,
+    `tei-jax[dp=4]` or `tei-jax[pallas,dp=4]`, naming what differs."""
+    parts = []
+    if len(options.attentions) > 1:
+        parts.append(attention)
+    if len(options.data_parallel_sizes) > 1:
+        parts.append(f"dp={data_parallel_size}")
+    return f"{OURS}[{','.join(parts)}]" if parts else OURS
 
 
-def load_ours(folder: Path, options: EngineOptions, attention: str | None = None):
-    """tei_jax's Model for the folder, with the bench's dtype, attention and batch cap."""
+def load_ours(folder: Path, options: EngineOptions, attention: str | None = None,
+              data_parallel_size: int | None = None):
+    """tei_jax's Model for the folder, with the bench's dtype, attention, batch cap and devices."""
     import tei_jax
 
     kwargs = {} if options.max_batch_tokens is None else {"max_batch_tokens": options.max_batch_tokens}
-    return tei_jax.load(str(folder), dtype=options.dtype, attention=attention or options.attentions[0], **kwargs)
+    return tei_jax.load(str(folder), dtype=options.dtype, attention=attention or options.attentions[0],
+                        data_parallel_size=data_parallel_size, tensor_parallel_size=options.tensor_parallel_size,
+                        **kwargs)
 
 
 def ours_system(model, options: EngineOptions, texts: list[str], name: str = OURS) -> tuple[System, list[int]]:
@@ -233,12 +256,12 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
     folder = presets.materialize(preset, options.work_dir, options.seed)
     failed: dict[str, str] = {}
     loaded = []  # (system name, attention, model)
-    for attention in options.attentions:
-        name = system_name(attention, options)
+    for attention, data_parallel_size in options.variants:
+        name = system_name(attention, options, data_parallel_size)
         say(f"loading {name}")
         write_status(options, f"load:{name}")
         try:
-            loaded.append((name, attention, load_ours(folder, options, attention)))
+            loaded.append((name, attention, load_ours(folder, options, attention, data_parallel_size)))
         except Exception as error:  # noqa: BLE001 - recorded; the other implementations go on
             failed[name] = f"load: {_short_error(error)}"
             say(f"{name} failed to load: {failed[name]}")
@@ -314,6 +337,9 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         if name in models:
             entry["attention"] = next(a for n, a, _ in loaded if n == name)
             entry["compiled_shapes"] = models[name].compile_count
+            mesh = models[name].placement
+            entry.update(devices=mesh.data_size * mesh.model_size, data_parallel_size=mesh.data_size,
+                         tensor_parallel_size=mesh.model_size)
     compiles = {s.name: s.compile_count() - compiles_before[s.name] for s in ours_systems}
     write_status(options, "done")
     return {
@@ -331,6 +357,8 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         "headline": "median over alternating rounds (best round also given)",
         "backend": jax.default_backend(),
         "attention": options.attention,
+        "data_parallel_size": options.data_parallel_size,
+        "tensor_parallel_size": options.tensor_parallel_size,
         "compiles_during_timing": sum(compiles.values()),
         "compiles_during_timing_by_system": compiles,
         "max_abs_diff_vs_peer": max((a["max_abs_diff"] for a in agreements.values()), default=None),

@@ -12,10 +12,10 @@ from types import ModuleType
 
 from ..config import ModelSpec
 from ..errors import ModelLoadError
-from . import bert, decoder, distilbert, gemma3, gte, jina, modernbert, mpnet, nomic, pplx
+from . import bert, deberta, decoder, distilbert, gemma3, gte, jina, modernbert, mpnet, nomic, pplx
 from .architecture import Architecture
 
-_FAMILIES: list[ModuleType] = [bert, distilbert, decoder, nomic, jina, gte, modernbert, mpnet, pplx, gemma3]
+_FAMILIES: list[ModuleType] = [bert, distilbert, decoder, nomic, jina, gte, modernbert, mpnet, pplx, gemma3, deberta]
 
 
 def _matches(module: ModuleType, spec: ModelSpec) -> bool:

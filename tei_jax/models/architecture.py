@@ -9,7 +9,7 @@ import flax.linen as nn
 
 from ..weights import WeightReader
 from .fields import FamilyConfig
-from .table import WeightTable
+from .table import Place, WeightTable
 
 
 @dataclasses.dataclass
@@ -34,10 +34,11 @@ class Architecture:
     # A fixed map of every pooled embedding, after any Dense modules (pplx's int8 levels).
     pooled_transform: Callable | None = None
 
-    def load_params(self, reader: WeightReader) -> dict:
+    def load_params(self, reader: WeightReader, place: Place | None = None) -> dict:
         """{"encoder": ..., "head": ...} in the modules' layout; raises ModelLoadError listing
-        the missing and the unused checkpoint tensors if the checkpoint does not match."""
-        return self.table.load(reader)
+        the missing and the unused checkpoint tensors if the checkpoint does not match.
+        `place(axes, host_array)` moves each parameter to its devices as it is read."""
+        return self.table.load(reader, place)
 
     def param_axes(self) -> dict:
         """The logical axis names of every parameter, shaped like load_params' tree."""

@@ -10,8 +10,11 @@ put several sequences in a row. Behind the entry point:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 # What "auto" picks per backend. CPU: XLA's einsum is the only compiled path (Pallas would run
@@ -111,6 +114,43 @@ def _cudnn_attention(q, k, v, segment_ids, causal, bias, scale):
     )
 
 
+def _active_mesh():
+    """The mesh the engine traces under (tei_jax/sharding.py), if it has several devices."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or not {"data", "model"} <= set(mesh.axis_names):
+        return None
+    return mesh
+
+
+def _sharded_kernel(kernel, mesh, q, k, v, segment_ids, bias, alibi):
+    """A Pallas kernel is opaque to XLA's partitioner, so run it under `shard_map`: rows over
+    `data`, heads over `model`, each device attending its own rows and heads. KV heads that
+    do not split (fewer than the model axis) are repeated up to the query heads first."""
+    heads, data, model = q.shape[2], mesh.shape["data"], mesh.shape["model"]
+    row = "data" if q.shape[0] % data == 0 else None
+    head = "model" if heads % model == 0 else None
+    if head is not None and k.shape[2] % model:
+        k = jnp.repeat(k, heads // k.shape[2], axis=2)
+        v = jnp.repeat(v, heads // v.shape[2], axis=2)
+    qkv = PartitionSpec(row, None, head, None)
+    args, specs = [q, k, v, segment_ids], [qkv, qkv, qkv, PartitionSpec(row, None)]
+    if bias is not None:
+        bias = jnp.reshape(bias, (1,) * (4 - bias.ndim) + bias.shape)
+        args.append(bias)
+        specs.append(PartitionSpec(row if bias.shape[0] > 1 else None, head if bias.shape[1] > 1 else None))
+    if alibi is not None:
+        args.append(alibi)
+        specs.append(PartitionSpec(head))
+
+    def local(q, k, v, segment_ids, *rest):
+        rest = list(rest)
+        local_bias = rest.pop(0) if bias is not None else None
+        local_alibi = rest.pop(0) if alibi is not None else None
+        return kernel(q, k, v, segment_ids=segment_ids, bias=local_bias, alibi_slopes=local_alibi)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=tuple(specs), out_specs=qkv, check_vma=False)(*args)
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
@@ -133,13 +173,14 @@ def attend(
     scale = scale if scale is not None else q.shape[-1] ** -0.5
     if implementation == "pallas":
         # Windows, ALiBi and segments are applied in-kernel (and let it skip key blocks);
-        # off GPU the kernel runs in Pallas interpret mode.
+        # off GPU the kernel runs in Pallas interpret mode. On a mesh it runs per shard.
         from ..kernels.flash_attention import flash_attention
 
-        return flash_attention(
-            q, k, v, segment_ids=segment_ids, bias=bias, alibi_slopes=alibi,
-            causal=causal, window=window, sm_scale=scale,
-        )
+        kernel = functools.partial(flash_attention, causal=causal, window=window, sm_scale=scale)
+        mesh = _active_mesh()
+        if mesh is None:
+            return kernel(q, k, v, segment_ids=segment_ids, bias=bias, alibi_slopes=alibi)
+        return _sharded_kernel(kernel, mesh, q, k, v, segment_ids, bias, alibi)
     if window is not None and implementation != "xla":
         local = _window_bias(q.shape[1], window)
         bias = local if bias is None else bias.astype(jnp.float32) + local

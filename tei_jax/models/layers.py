@@ -7,6 +7,11 @@ output projection [heads, head_dim, embed], and a gated MLP has separate gate an
 [embed, mlp]. The layer stack is scanned: layers that share a structure are traced once over
 parameters stacked on a leading `layers` axis (see `scan_plan`). Norms and softmax run in
 float32 whatever the parameter dtype, so bfloat16 inference stays close to float32.
+
+Two hooks let a family add what the shared blocks cannot know: a `ScoreBias` (an additive term
+on every layer's attention logits computed from that layer's own q/k and projections, plus
+inputs computed once per stack: DeBERTa's disentangled attention), and a `ConvSpec` for layers
+whose variant convolves the layer's input into its output (DeBERTa-v2's first layer).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import dataclasses
 import enum
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import flax.linen as nn
 import jax
@@ -44,6 +49,7 @@ class PositionKind(str, enum.Enum):
     ROTARY = "rotary"  # q/k rotated by position (decoders, Nomic, GTE, ModernBERT)
     ALIBI = "alibi"  # a per-head linear distance penalty (JinaBERT)
     RELATIVE = "relative"  # a learned table plus a bucketed relative bias per head (MPNet)
+    NONE = "none"  # nothing in the embeddings or on q/k: a ScoreBias carries order (DeBERTa-v3)
 
 
 class MLPKind(str, enum.Enum):
@@ -169,6 +175,32 @@ class LayerVariant:
     local_rope: bool = False  # rotary with RotarySpec.local_theta
     moe: bool = False  # a mixture of experts instead of the MLP
     attn_norm: bool = True  # pre-norm stacks: ModernBERT's layer 0 has no attention norm
+    input_conv: bool = False  # add StackSpec.conv of the layer's input to its output (DeBERTa-v2 layer 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """A 1-D convolution over each sequence (never across packed neighbours), then the
+    activation, added to the layer's output and normalised: norm(out + act(conv(x)))."""
+
+    kernel_size: int
+    activation: Activation = Activation.TANH
+
+
+class ScoreBias(Protocol):
+    """An additive term on the attention logits (after the softmax scale) that a family
+    computes from each layer's q and k ([batch, seq, heads, head_dim]), that layer's q/k
+    projections (callables on [..., embed], so a family may project its own tables with
+    them) and a context built once per stack from the positions and segment ids.
+
+    `context` returns a module (position_ids, segment_ids) -> any pytree, run once in the
+    Transformer; `layer` returns a module (q, k, projections {"q", "k"}, context) ->
+    [batch, heads, q, k] float32, run inside each layer's attention (so its parameters are
+    per layer). Implementations are frozen dataclasses (hashable, like the StackSpec)."""
+
+    def context(self, spec: "StackSpec", name: str) -> nn.Module: ...
+
+    def layer(self, spec: "StackSpec", name: str) -> nn.Module: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +226,8 @@ class StackSpec:
     rotary: RotarySpec | None = None
     relative_buckets: int = 0  # PositionKind.RELATIVE: the bias table's buckets and reach
     relative_max_distance: int = 128
+    score_bias: ScoreBias | None = None
+    conv: ConvSpec | None = None  # for variants with input_conv
     dtype: Any = jnp.float32
 
     @property
@@ -336,11 +370,12 @@ class SelfAttention(nn.Module):
     spec: StackSpec
 
     @nn.compact
-    def __call__(self, x, segment_ids, rotary=None, bias=None, window=None):
+    def __call__(self, x, segment_ids, rotary=None, bias=None, window=None, context=None):
         stack, a = self.spec, self.spec.attention
         h, kvh, d, dtype = a.heads, a.num_kv_heads, a.head_dim, stack.dtype
-        q = projection((h, d), a.qkv_bias, dtype, "q")(x)
-        k = projection((kvh, d), a.qkv_bias, dtype, "k")(x)
+        q_proj = projection((h, d), a.qkv_bias, dtype, "q")
+        k_proj = projection((kvh, d), a.qkv_bias, dtype, "k")
+        q, k = q_proj(x), k_proj(x)
         v = projection((kvh, d), a.qkv_bias, dtype, "v")(x)
         if a.qk_norm is QKNorm.FULL_WIDTH:
             q = Norm(NormKind.LAYER, stack.norm.eps, True, dtype, axes=2, name="q_layernorm")(q)
@@ -350,6 +385,9 @@ class SelfAttention(nn.Module):
             k = norm_of(stack.norm, dtype, "k_norm")(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if stack.score_bias is not None:
+            extra = stack.score_bias.layer(stack, "score_bias")(q, k, {"q": q_proj, "k": k_proj}, context)
+            bias = extra if bias is None else bias + extra
         alibi = alibi_slopes(h) if stack.positions is PositionKind.ALIBI else None
         out = attend(q, k, v, segment_ids, causal=a.causal, bias=bias, alibi=alibi, window=window,
                      scale=a.scale, implementation=a.implementation)
@@ -433,6 +471,31 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)  # [1, heads, q, k]
 
 
+class InputConv(nn.Module):
+    """norm(out + act(conv(x))) with a `kernel_size` convolution of the layer input `x` over
+    each sequence: a neighbour counts only if it has the same (non-zero) segment id, as if
+    every sequence were alone and zero-padded. The kernel is [kernel, in, out]."""
+
+    spec: StackSpec
+
+    @nn.compact
+    def __call__(self, x, out, segment_ids):
+        s, c = self.spec, self.spec.conv
+        kernel = self.param("kernel", CHECKPOINT_ONLY, (c.kernel_size, s.hidden_size, s.hidden_size), s.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (s.hidden_size,), s.dtype)
+        half, width = (c.kernel_size - 1) // 2, x.shape[1]
+        padded_x = jnp.pad(x, ((0, 0), (half, half), (0, 0)))
+        padded_seg = jnp.pad(segment_ids, ((0, 0), (half, half)))
+        y = jnp.zeros(x.shape, jnp.float32)
+        for m in range(c.kernel_size):  # tap m reads position t + m - half
+            neighbour = jax.lax.dynamic_slice_in_dim(padded_x, m, width, axis=1)
+            same = (jax.lax.dynamic_slice_in_dim(padded_seg, m, width, axis=1) == segment_ids) & (segment_ids > 0)
+            y = y + jnp.where(same[..., None], jnp.einsum("bte,ef->btf", neighbour, kernel[m],
+                                                          preferred_element_type=jnp.float32), 0.0)
+        y = c.activation.fn((y + bias.astype(jnp.float32)).astype(s.dtype))
+        return norm_of(s.norm, s.dtype, "norm")(out + y)
+
+
 class Layer(nn.Module):
     """Attention + MLP with residuals, post-norm (BERT) or pre-norm (decoders, ModernBERT)."""
 
@@ -440,7 +503,7 @@ class Layer(nn.Module):
     variant: LayerVariant = LayerVariant()
 
     @nn.compact
-    def __call__(self, x, segment_ids, rotary=None, local_rotary=None, bias=None):
+    def __call__(self, x, segment_ids, rotary=None, local_rotary=None, bias=None, context=None):
         s, variant = self.spec, self.variant
 
         def norm(name):
@@ -448,21 +511,23 @@ class Layer(nn.Module):
 
         def attention(h):
             tables = local_rotary if variant.local_rope else rotary
-            return SelfAttention(s, name="attention")(h, segment_ids, tables, bias, variant.window)
+            return SelfAttention(s, name="attention")(h, segment_ids, tables, bias, variant.window, context)
 
         def mlp(h):
             return MoEMLP(s, name="moe")(h) if variant.moe else MLP(s, name="mlp")(h)
 
         if s.prenorm and s.post_norms:
-            x = x + norm("attn_post_norm")(attention(norm("attn_norm")(x)))
-            return x + norm("mlp_post_norm")(mlp(norm("mlp_norm")(x)))
-        if s.prenorm:
-            x = x + attention(norm("attn_norm")(x) if variant.attn_norm else x)
-            return x + mlp(norm("mlp_norm")(x))
-        h = norm("attn_norm")(x + attention(x))
-        if s.attn_renorm:
-            h = norm("attn_renorm")(h + x)
-        return norm("mlp_norm")(h + mlp(h))
+            h = x + norm("attn_post_norm")(attention(norm("attn_norm")(x)))
+            out = h + norm("mlp_post_norm")(mlp(norm("mlp_norm")(h)))
+        elif s.prenorm:
+            h = x + attention(norm("attn_norm")(x) if variant.attn_norm else x)
+            out = h + mlp(norm("mlp_norm")(h))
+        else:
+            h = norm("attn_norm")(x + attention(x))
+            if s.attn_renorm:
+                h = norm("attn_renorm")(h + x)
+            out = norm("mlp_norm")(h + mlp(h))
+        return InputConv(s, name="conv")(x, out, segment_ids) if variant.input_conv else out
 
 
 class LayerGroup(nn.Module):
@@ -472,9 +537,9 @@ class LayerGroup(nn.Module):
     variants: tuple[LayerVariant, ...]
 
     @nn.compact
-    def __call__(self, x, segment_ids, rotary, local_rotary, bias):
+    def __call__(self, x, segment_ids, rotary, local_rotary, bias, context):
         for j, variant in enumerate(self.variants):
-            x = Layer(self.spec, variant, name=f"layer_{j}")(x, segment_ids, rotary, local_rotary, bias)
+            x = Layer(self.spec, variant, name=f"layer_{j}")(x, segment_ids, rotary, local_rotary, bias, context)
         return x, None
 
 
@@ -483,7 +548,7 @@ def scanned_group(length: int):
     """LayerGroup scanned `length` times over parameters stacked on a leading axis."""
     return nn.scan(
         LayerGroup, variable_axes={"params": 0}, split_rngs={"params": False},
-        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), length=length,
+        in_axes=(nn.broadcast,) * 5, length=length,
     )
 
 
@@ -537,10 +602,13 @@ class Transformer(nn.Module):
         bias = None
         if s.positions is PositionKind.RELATIVE:
             bias = RelativePositionBias(s, name="relative_attention_bias")(input_ids.shape[1])
+        context = None
+        if s.score_bias is not None:
+            context = s.score_bias.context(s, "score_context")(position_ids, segment_ids)
         for k, segment in enumerate(scan_plan(s.variants)):
             group = s.variants[segment.start: segment.start + segment.period]
             x, _ = scanned_group(segment.repeats)(s, group, name=block_name(k))(
-                x, segment_ids, rotary, local_rotary, bias)
+                x, segment_ids, rotary, local_rotary, bias, context)
         if s.final_norm:
             x = norm_of(s.norm, s.dtype, "final_norm")(x)
         return x

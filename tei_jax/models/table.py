@@ -42,6 +42,7 @@ class Axis(str, enum.Enum):
     TYPES = "types"
     EXPERTS = "experts"
     BUCKETS = "buckets"
+    TAPS = "taps"  # a convolution's kernel positions
     LABELS = "labels"
 
 
@@ -158,6 +159,7 @@ def under(prefix: str, entries: Sequence[Tensor]) -> list[Tensor]:
 
 # The table and its loader --------------------------------------------------------------------
 LayerTable = Callable[[LayerVariant], list[Tensor]]
+Place = Callable[[tuple[str, ...], np.ndarray], object]  # (logical axes, host array) -> device array
 
 
 @dataclasses.dataclass
@@ -191,9 +193,11 @@ class WeightTable:
             _put(tree, entry.path, tuple(a.value for a in axes))
         return tree
 
-    def load(self, reader: WeightReader) -> dict:
+    def load(self, reader: WeightReader, place: Place | None = None) -> dict:
         """Read and convert every parameter; raise ModelLoadError if any checkpoint tensor is
-        missing or left unused (listing both sets)."""
+        missing or left unused (listing both sets). `place(axes, host_array)` puts each one
+        on its device(s) as soon as it is read (tei_jax/sharding.py), so the host holds one
+        parameter at a time beyond the checkpoint's own memory map."""
         tree: dict = {}
         missing: list[str] = []
         for entry, stacked in self.expanded():
@@ -202,6 +206,9 @@ class WeightTable:
                 expected = len(entry.axes) + (stacked is not None)
                 if value.ndim != expected:  # a table bug, not a checkpoint problem
                     raise ModelLoadError(f"parameter {entry.path}: {value.ndim} axes, table names {expected}")
+                if place is not None:
+                    axes = ((Axis.LAYERS,) if stacked is not None else ()) + entry.axes
+                    value = place(tuple(a.value for a in axes), value)
                 _put(tree, entry.path, value)
         unused = [n for n in reader.unused() if not self._may_be_unused(n, reader.prefix)]
         if missing or unused:

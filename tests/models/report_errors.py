@@ -18,6 +18,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import numpy as np  # noqa: E402
 import test_decoders as dec  # noqa: E402
+from deberta_models import VARIANTS, make_deberta  # noqa: E402
 import test_gte  # noqa: E402
 import test_gemma3  # noqa: E402
 import test_jina  # noqa: E402
@@ -108,6 +109,14 @@ def rows():
             model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
     for kind, params in test_llama.SCALINGS.items():
         yield f"llama, {kind} rotary (transformers LlamaModel)", _decoder("llama", tag=kind, rope_parameters=params)
+    for variant in VARIANTS:
+        folder = make_deberta(variant)
+        model = tm.load_cached(folder)
+        _, items = texts_and_items(model, seed=61, n=6, max_words=40)
+        out, _ = torch_outputs(folder, items)
+        ref = out.last_hidden_state.numpy()
+        yield f"DeBERTa {variant} layout (transformers DebertaV2Model)", _errors(
+            model, items, [ref[k, : len(i)] for k, i in enumerate(items)])
 
 
 def main() -> None:

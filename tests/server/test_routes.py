@@ -122,6 +122,8 @@ def test_default_routes_vertex_and_info(embedder):
     assert embedder.post("/vertex", json={"instances": [{"inputs": 3}]}).json["error_type"] == "Validation"
     info = embedder.get("/info").json
     assert info["model_type"] == {"embedding": {"pooling": "mean"}} and info["max_input_length"] == 128
+    # Ours beside TEI's fields: where the model runs (one CPU device here).
+    assert info["sharding"]["mesh"] == {"data": 1, "model": 1} and info["sharding"]["platform"] == "cpu"
     assert embedder.get("/health").status_code == 200
 
 
