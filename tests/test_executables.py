@@ -231,14 +231,14 @@ def test_requests_during_warmup_get_the_right_vectors(folder, tmp_path):
     order, cover_count = engine.warmup_order()
     covers = set(order[:cover_count])
     release = threading.Event()
-    build = engine._lower
+    build = engine.lower
 
-    def held_back(task, shape):
+    def held_back(task, shape, params=None):
         if (task, shape) not in covers:
             release.wait(120)
-        return build(task, shape)
+        return build(task, shape, params)
 
-    engine._lower = held_back
+    engine.lower = held_back
     scheduler = Scheduler(engine)
     scheduler.start(warmup=True)
     try:
