@@ -439,7 +439,7 @@ def load(
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
     params = arch.load_params(reader, placement.place)
     if reader.unused():
-        log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
+        log.debug("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
     dense = [jax.device_put(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32),
                             placement.replicated) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.

@@ -168,10 +168,7 @@ class Placement:
         leaves = jax.tree.leaves(params)
         specs = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
         split = sum(1 for sh in specs if any(p is not None for p in sh.spec))
-        per_device: dict[str, int] = {}
-        for leaf in leaves:
-            for shard in leaf.addressable_shards:
-                per_device[str(shard.device)] = per_device.get(str(shard.device), 0) + shard.data.nbytes
+        per_device = _bytes_per_device(leaves)
         return dict(self.describe(), data_parallel_size=self.data_size, tensor_parallel_size=self.model_size,
                     parameters=len(leaves), parameters_split=split, parameter_bytes_per_device=per_device)
 
@@ -239,12 +236,22 @@ def _json_name(config: Any, field: str) -> str:
 
 
 def live_bytes_per_device() -> dict[str, int]:
-    """Bytes of live device buffers per device (jax.live_arrays, shard by shard)."""
+    """Bytes of live device buffers per device (jax.live_arrays, shard by shard). A buffer
+    seen through several arrays (a shard's own array aliases its parent's) counts once."""
+    return _bytes_per_device(jax.live_arrays())
+
+
+def _bytes_per_device(arrays) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for array in jax.live_arrays():
+    seen: set[tuple[str, int]] = set()
+    for array in arrays:
         for shard in array.addressable_shards:
-            key = str(shard.device)
-            totals[key] = totals.get(key, 0) + shard.data.nbytes
+            device, data = str(shard.device), shard.data
+            key = (device, data.unsafe_buffer_pointer())
+            if key in seen:
+                continue
+            seen.add(key)
+            totals[device] = totals.get(device, 0) + data.nbytes
     return totals
 
 

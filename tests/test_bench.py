@@ -85,6 +85,29 @@ def test_engine_mode_end_to_end_writes_json_and_plot(tmp_path, capsys):
     assert set(result["profile"]["share"]) == {"tokenize", "plan", "host_arrays", "device", "collect", "finish"}
 
 
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnxscript")),
+                    reason="the ONNX Runtime peer needs the `bench` extra (onnxruntime, onnxscript)")
+def test_onnxruntime_peer_runs_beside_sentence_transformers(tmp_path):
+    out = tmp_path / "results"
+    code = cli.main(["--preset", "tiny", "--workload", "mixed", "--count", "10", "--batch-size", "5",
+                     "--rounds", "2", "--peer", "sentence-transformers", "onnxruntime", "--quiet", "--no-peak",
+                     "--no-plot", "--work-dir", str(tmp_path / "models"), "--output-dir", str(out), "--name", "onnx"])
+    assert code == 0
+    result = json.loads((out / "onnx.json").read_text())
+    assert not result["failed_systems"]
+    assert result["peers"] == ["sentence-transformers", "onnxruntime"]
+    systems = result["systems"]
+    ours, onnx = systems["tei-jax"], systems["onnxruntime"]
+    by_peer = ours["agreement_vs_peers"]
+    assert by_peer["onnxruntime"]["max_abs_diff"] < 1e-4 and by_peer["sentence-transformers"]["max_abs_diff"] < 1e-4
+    best = result["best_peer"]
+    assert best in ("sentence-transformers", "onnxruntime") and systems[best]["ratio_to_peer"] == 1.0
+    assert ours["ratio_to_peer"] == pytest.approx(ours["tokens_per_s"] / systems[best]["tokens_per_s"])
+    assert set(ours["ratio_to_peers"]) == {"sentence-transformers", "onnxruntime"}
+    assert onnx["setup"]["optimized"] and onnx["setup"]["fused_ops"]  # onnxruntime's BERT fusions applied
+    assert 0 < onnx["padding_efficiency"] <= 1 and len(onnx["rounds"]) == 2
+
+
 def test_decoder_preset_agrees_with_sentence_transformers(tmp_path):
     out = tmp_path / "results"
     cli.main(["--preset", "tiny-qwen2", "--workload", "short", "--count", "6", "--batch-size", "3",
@@ -156,3 +179,19 @@ def test_server_mode_against_our_router(tmp_path):
     ours = result["systems"]["tei-jax"]
     assert ours["failed"] == 0 and ours["rounds"][0]["completed"] == 40
     assert ours["requests_per_s"] > 0 and ours["p99_ms"] >= ours["p50_ms"] > 0
+
+
+def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
+    from tei_jax.bench import op_profile
+
+    from tests.tiny_models import load_cached, make_model
+
+    model = load_cached(make_model("bert"))
+    result = op_profile.profile_shape(model, rows=2, width=32, runs=2, trace_dir=tmp_path / "trace")
+    spent = result["op_seconds_per_run"]
+    for name in op_profile.MATMULS:
+        assert spent.get(name, 0) > 0, name
+        assert result["matmul_flops_per_s"][name] > 0
+    assert spent.get("attention scores, softmax, values", 0) > 0 and spent.get("layer norms", 0) > 0
+    assert sum(result["share_of_op_time"].values()) == pytest.approx(1.0)
+    assert 0 < result["matmul_seconds_share"] < 1

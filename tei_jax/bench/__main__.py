@@ -57,8 +57,10 @@ def parser() -> argparse.ArgumentParser:
                    help="engine: write the phase in progress here (to tell where a killed run hung)")
     p.add_argument("--trace-dir", type=Path, default=None,
                    help="engine: after the timed rounds, one more round per tei-jax system under jax.profiler")
-    p.add_argument("--peer", dest="peer", action="store_true", default=True, help="measure the peer too (default)")
-    p.add_argument("--no-peer", dest="peer", action="store_false", help="measure tei-jax alone")
+    p.add_argument("--peer", dest="peers", nargs="*", choices=engine_mode.PEERS, default=None, metavar="NAME",
+                   help="measure the peer too (default). Engine mode: which peers, any of "
+                        f"{', '.join(engine_mode.PEERS)} (default {engine_mode.PEER}); ratios are against the best")
+    p.add_argument("--no-peer", action="store_true", help="measure tei-jax alone")
     p.add_argument("--profile", action="store_true", help="engine: also time tei-jax's phases one by one")
     p.add_argument("--no-peak", action="store_true", help="skip measuring peak matmul FLOP/s")
     p.add_argument("--router", default="", help="server: command that starts our server "
@@ -84,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     """Run one benchmark from parsed arguments; returns the result written to JSON."""
     import jax
+
+    args.peer = not args.no_peer
+    engine_peers = () if args.no_peer else tuple(dict.fromkeys(args.peers or [engine_mode.PEER]))
 
     on_gpu = jax.default_backend() != "cpu"
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -111,12 +116,12 @@ def run(args: argparse.Namespace) -> dict:
         count = args.count or (64 if args.workload == "fixed512" else 512)
         options = engine_mode.EngineOptions(
             preset=args.preset, workload=args.workload, count=count, batch_size=args.batch_size or 32,
-            rounds=args.rounds, dtype=args.dtype, peer=args.peer, peer_dtype=args.peer_dtype, seed=args.seed,
+            rounds=args.rounds, dtype=args.dtype, peers=engine_peers, peer_dtype=args.peer_dtype, seed=args.seed,
             peer_batch_size=args.peer_batch_size,
             attention=args.attention, max_batch_tokens=args.max_batch_tokens, work_dir=args.work_dir,
             data_parallel_size=args.data_parallel_size, tensor_parallel_size=args.tensor_parallel_size,
             allow_cpu=args.allow_cpu, status_file=args.status_file, trace_dir=args.trace_dir)
-        progress = Progress(args.rounds * (2 if args.peer else 1), enabled=not args.quiet)
+        progress = Progress(args.rounds * (1 + len(engine_peers)), enabled=not args.quiet)
         try:
             result = engine_mode.run(options, progress, peak, profile=args.profile)
         finally:

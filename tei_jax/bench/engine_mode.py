@@ -1,8 +1,11 @@
-"""Engine mode: `tei_jax` against sentence-transformers on the same weights and inputs.
+"""Engine mode: `tei_jax` against its peers on the same weights and inputs.
 
-Both load the same folder in this process, get the same texts in the same client batches,
-are warmed up on the whole workload first, and then run alternating rounds (ours first on
-even rounds, the peer first on odd ones) so background noise falls on both.
+The peers are sentence-transformers (torch) and ONNX Runtime on a torch.onnx export of the same
+weights (`onnx_peer.py`: what TEI's own CPU backend runs); `peers` picks any of them. All load
+the same folder in this process, get the same texts in the same client batches, are warmed up
+on the whole workload first, and then run alternating rounds (forward order on even rounds,
+reversed on odd ones) so background noise falls on all. Ratios are against the best peer
+(highest median tokens/s) of the run.
 
 Several attention implementations can run side by side (`attention="xla,cudnn,pallas"`): each
 is its own system `tei-jax[xla]`, ..., measured in the same rounds against the same peer. One
@@ -22,12 +25,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..batching import padding_efficiency
-from . import flops, presets, workloads
+from . import flops, onnx_peer, presets, workloads
 from .profile import profile_embed
 from .progress import Progress, Silent
 from .stats import percentiles_ms, summarize_rounds
 
 OURS, PEER = "tei-jax", "sentence-transformers"
+ONNX = onnx_peer.NAME
+PEERS = (PEER, ONNX)
 
 
 @dataclasses.dataclass
@@ -38,7 +43,7 @@ class EngineOptions:
     batch_size: int = 32
     rounds: int = 3
     dtype: str | None = None  # ours; default float32 on CPU, bfloat16 on accelerators
-    peer: bool = True
+    peers: tuple[str, ...] = (PEER,)  # any of PEERS, in this order in the table; () for none
     peer_dtype: str | None = None  # default float32 on CPU, float16 on GPU
     peer_batch_size: int = 32  # sentence-transformers' own encode batch size (its default)
     seed: int = 0
@@ -78,6 +83,7 @@ class System:
     embed: Callable[[list[str]], np.ndarray]
     padding_efficiency: float
     compile_count: Callable[[], int] | None = None
+    details: dict | None = None  # how a peer was set up (e.g. the ONNX export's fusions)
 
 
 def chunks(items: Sequence, size: int) -> list[list]:
@@ -136,14 +142,16 @@ def _short_error(error: BaseException) -> str:
     return "".join(lines).strip()[-2000:]
 
 
-def peer_padding_efficiency(texts: list[str], lengths: list[int], client_batch: int, peer_batch: int) -> float:
-    """Real / computed tokens for sentence-transformers: within each call it sorts texts by
-    character length (longest first), splits them into forwards of `peer_batch` and pads each
-    forward to its longest member."""
+def peer_padding_efficiency(texts: list[str], lengths: list[int], client_batch: int, peer_batch: int,
+                            by_tokens: bool = False) -> float:
+    """Real / computed tokens for a sort-and-pad peer: within each call it sorts texts by
+    character length (sentence-transformers) or token count (`by_tokens`, the ONNX peer),
+    longest first, splits them into forwards of `peer_batch` and pads each forward to its
+    longest member."""
     computed = 0
     for start in range(0, len(texts), client_batch):
         call = list(range(start, min(start + client_batch, len(texts))))
-        order = sorted(call, key=lambda i: -len(texts[i]))
+        order = sorted(call, key=(lambda i: -lengths[i]) if by_tokens else (lambda i: -len(texts[i])))
         for group in chunks(order, peer_batch):
             computed += len(group) * max(lengths[i] for i in group)
     return sum(lengths) / computed
@@ -184,6 +192,17 @@ def load_peer(folder: Path, options: EngineOptions, max_length: int, texts: list
 
     efficiency = peer_padding_efficiency(texts, lengths, options.batch_size, options.peer_batch_size)
     return System(PEER, dtype, embed, efficiency)
+
+
+def load_onnx_peer(folder: Path, options: EngineOptions, max_length: int, texts: list[str],
+                   lengths: list[int]) -> System:
+    """ONNX Runtime on a torch.onnx export of the same folder, float32, every core, sorted
+    forwards of `peer_batch_size` inside each client call (its padding counted like the other peer's,
+    by token length)."""
+    embed, details = onnx_peer.load(folder, max_length, options.peer_batch_size, options.work_dir)
+    efficiency = peer_padding_efficiency(texts, lengths, options.batch_size, options.peer_batch_size,
+                                         by_tokens=True)
+    return System(ONNX, "float32", embed, efficiency, details=details)
 
 
 def time_round(system: System, batches: list[list[str]]) -> tuple[float, list[float]]:
@@ -230,14 +249,23 @@ def summarize(systems: list[System], per_system: dict, sequences: int, useful_fl
         if peak:
             entry["fraction_of_peak"] = entry["model_flops_per_s"] / peak["flops_per_s"]
         results[system.name] = entry
-    if PEER in results:
-        peer = results[PEER]
-        for name, ours in results.items():
-            if name != PEER:
-                ours["ratio_to_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"]
-                ours["ratio_to_peer_best"] = ours["tokens_per_s_best"] / peer["tokens_per_s_best"]
+    best = best_peer(results)
+    if best is not None:
+        peer = results[best]
+        for name, entry in results.items():
+            entry["ratio_to_peer"] = entry["tokens_per_s"] / peer["tokens_per_s"]
+            entry["ratio_to_peer_best"] = entry["tokens_per_s_best"] / peer["tokens_per_s_best"]
+            if name not in PEERS:
+                entry["ratio_to_peers"] = {p: entry["tokens_per_s"] / results[p]["tokens_per_s"]
+                                           for p in PEERS if p in results}
         peer["ratio_to_peer"] = peer["ratio_to_peer_best"] = 1.0
     return results
+
+
+def best_peer(results: dict) -> str | None:
+    """The peer with the highest median tokens/s: the one every ratio is taken against."""
+    peers = [name for name in PEERS if name in results]
+    return max(peers, key=lambda name: results[name]["tokens_per_s"]) if peers else None
 
 
 def run(options: EngineOptions, progress: Progress | None = None, peak: dict | None = None,
@@ -275,14 +303,17 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         system, lengths = ours_system(model, options, work.texts, name)
         systems.append(system)
         models[name] = model
-    if options.peer:
-        say("loading sentence-transformers")
-        write_status(options, f"load:{PEER}")
+    for peer_name in options.peers:
+        say(f"loading {peer_name}")
+        write_status(options, f"load:{peer_name}")
         try:
-            systems.append(load_peer(folder, options, max_length, work.texts, lengths))
+            if peer_name == PEER:
+                systems.append(load_peer(folder, options, max_length, work.texts, lengths))
+            else:
+                systems.append(load_onnx_peer(folder, options, max_length, work.texts, lengths))
         except Exception as error:  # noqa: BLE001 - ours are still measured
-            failed[PEER] = f"load: {_short_error(error)}"
-            say(f"{PEER} failed to load: {failed[PEER]}")
+            failed[peer_name] = f"load: {_short_error(error)}"
+            say(f"{peer_name} failed to load: {failed[peer_name]}")
     batches = chunks(work.texts, options.batch_size)
     tokens = int(sum(lengths))
     useful_flops = flops.workload_flops(folder, lengths)
@@ -299,12 +330,12 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
             failed[system.name] = f"warmup: {_short_error(error)}"
             say(f"{system.name} failed while warming up: {failed[system.name]}")
     systems = ready
-    ours_systems = [s for s in systems if s.name != PEER]
+    ours_systems = [s for s in systems if s.name not in PEERS]
     if not ours_systems:
         raise RuntimeError(f"no tei-jax system survived warmup: {failed}")
-    agreements = {}
-    if PEER in first:
-        agreements = {s.name: agreement(first[s.name], first[PEER]) for s in ours_systems}
+    agreements = {s.name: {p: agreement(first[s.name], first[p]) for p in PEERS if p in first}
+                  for s in ours_systems}
+    agreements = {name: by_peer for name, by_peer in agreements.items() if by_peer}
     compiles_before = {s.name: s.compile_count() for s in ours_systems}
 
     per_system = {s.name: {"rounds": [], "latencies": []} for s in systems}
@@ -333,7 +364,11 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
     results = summarize(systems, per_system, len(work.texts), useful_flops, peak)
     for name, entry in results.items():
         if name in agreements:
-            entry["agreement_vs_peer"] = agreements[name]
+            entry["agreement_vs_peer"] = agreements[name].get(PEER) or next(iter(agreements[name].values()))
+            entry["agreement_vs_peers"] = agreements[name]
+        details = next((s.details for s in systems if s.name == name), None)
+        if details:
+            entry["setup"] = details
         if name in models:
             entry["attention"] = next(a for n, a, _ in loaded if n == name)
             entry["compiled_shapes"] = models[name].compile_count
@@ -361,8 +396,12 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         "tensor_parallel_size": options.tensor_parallel_size,
         "compiles_during_timing": sum(compiles.values()),
         "compiles_during_timing_by_system": compiles,
-        "max_abs_diff_vs_peer": max((a["max_abs_diff"] for a in agreements.values()), default=None),
-        "min_cosine_vs_peer": min((a["min_cosine"] for a in agreements.values()), default=None),
+        "max_abs_diff_vs_peer": max((a["max_abs_diff"] for by_peer in agreements.values()
+                                     for a in by_peer.values()), default=None),
+        "min_cosine_vs_peer": min((a["min_cosine"] for by_peer in agreements.values()
+                                   for a in by_peer.values()), default=None),
+        "peers": [name for name in PEERS if name in results],
+        "best_peer": best_peer(results),
         "failed_systems": failed,
         "model_flops": useful_flops,
         "systems": results,

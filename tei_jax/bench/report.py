@@ -45,18 +45,21 @@ def table(result: dict, show_peak: bool = False) -> str:
     if result["mode"] == "server":
         title += f", {result['concurrency']} clients"
     note = f"\n(headline: {result['headline']}; {work['note']})" if work.get("note") else f"\n(headline: {result['headline']})"
-    return title + "\n" + "\n".join(lines) + note + "\n(paired: median over rounds of ours / peer in the same round)"
+    against = f"the best peer, {result['best_peer']}" if result.get("best_peer") else "the peer"
+    return (title + "\n" + "\n".join(lines) + note
+            + f"\n(ratios against {against}; paired: median over rounds of ours / peer in the same round)")
 
 
 def with_ratios(result: dict) -> dict:
-    """Fill in best-round and paired ratios (each of ours against the peer, which is last).
-    gRPC rows (server mode --protocol grpc) are compared with our HTTP row instead."""
+    """Fill in best-round and paired ratios (each system against the best peer, named by
+    `best_peer`, else the last system). gRPC rows (server mode --protocol grpc) are compared
+    with our HTTP row instead."""
     systems = [s for s in result["systems"].values() if s.get("protocol") != "grpc"]
     rate = "tokens_per_s" if result["mode"] == "engine" else "requests_per_s"
     if len(systems) >= 2 and all(rate + "_best" in s for s in systems):
-        peer = systems[-1]
+        peer = result["systems"].get(result.get("best_peer") or "", systems[-1])
         peer.setdefault("ratio_to_peer_best", 1.0)
-        for ours in systems[:-1]:
+        for ours in (s for s in systems if s is not peer):
             ours.setdefault("ratio_to_peer_best", ours[rate + "_best"] / peer[rate + "_best"])
             paired = paired_ratios(ours["rounds"], peer["rounds"], rate)
             if paired:
