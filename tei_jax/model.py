@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import inputs as tei_inputs
-from . import chunking, functional, models
+from . import chunking, executables, functional, models
 from .batching import ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -404,7 +404,7 @@ def load(
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
-    enable_compile_cache(compile_cache)
+    cache_folder = enable_compile_cache(compile_cache)
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -452,6 +452,9 @@ def load(
                          row_multiple=placement.data_size)
     engine = Engine(spec, arch, params, policy, dense, placement)
     log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
+    if cache_folder is not None:
+        key = executables.engine_key(engine, spec.model_dir, dtype, implementation)
+        engine.store = executables.ExecutableStore(cache_folder / executables.DIR_NAME, key)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
 
 
