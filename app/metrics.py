@@ -67,8 +67,12 @@ class Metrics:
         self.padding_efficiency = Gauge("te_padding_efficiency",
                                         "Real tokens / computed tokens over all batches so far", registry=registry)
         self.compiles_after_warmup = Gauge("te_compilations_after_warmup",
-                                           "Shapes compiled while serving (should stay 0)", registry=registry)
-        self.ready = Gauge("te_ready", "1 once the model is loaded and warmed up", registry=registry)
+                                           "Shapes compiled after warmup completed (should stay 0)",
+                                           registry=registry)
+        self.warmup_shapes_ready = Gauge("te_warmup_shapes_ready",
+                                         "Shapes built (compiled or loaded) by warmup so far", registry=registry)
+        self.warmup_shapes_total = Gauge("te_warmup_shapes", "Shapes warmup builds in all", registry=registry)
+        self.ready = Gauge("te_ready", "1 once every request can be served (/health 200)", registry=registry)
         self._real_tokens = 0
         self._computed_tokens = 0
 

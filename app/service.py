@@ -2,8 +2,10 @@
 scheduler as its executor; plus TEI's permits and metrics.
 
 Everything that touches JAX happens in this process after gunicorn forked it: the loader
-thread loads the weights, then the scheduler's batching thread compiles every shape (warmup)
-and serves. Until that is done the service is not `ready` and /health answers 503. The routes
+thread loads the weights, then the scheduler's warmup thread builds every shape (loaded from
+the executable store when a previous start left them there), covering shapes first. Once
+every request has a shape that holds it the service is `ready` (/health 200) and the
+batching thread serves while the rest are built; before that /health answers 503. The routes
 call the served model's operations (`service.require_ready().embed(...)`); nothing here runs
 inference of its own.
 """
@@ -118,15 +120,23 @@ class Service:
             self.model = model.with_executor(scheduler)
             self.state = "warming up"
             warmup_start = time.perf_counter()
-            scheduler.start(warmup=True, progress=_progress_logger(warmup_start))
+            self.metrics.warmup_shapes_total.set(model.shape_count)
+            scheduler.start(warmup=True, progress=_progress_logger(warmup_start, self.metrics, model.shape_count))
             self.scheduler = scheduler
-            while not scheduler.ready.wait(0.5):
+            while not scheduler.ready.wait(0.1):
                 if scheduler.error is not None:
                     raise RuntimeError(f"warmup failed: {scheduler.error}")
             self.serve(self.model)
-            log.info("Warmup done: %d shapes compiled in %.1fs. Ready (%.1fs since start)",
-                     model.compile_count, time.perf_counter() - warmup_start,
+            log.info("Ready: every request has a compiled shape (%d/%d built, %.1fs since start); "
+                     "the rest are built in the background", model.compile_count, model.shape_count,
                      time.perf_counter() - self._started_at)
+            while not scheduler.warmed.wait(0.5):
+                if scheduler.warmup_error is not None or scheduler.error is not None:
+                    return  # logged by the scheduler; the covering shapes keep serving
+            stats = model.engine.store.stats
+            log.info("Warmup done: %d shapes in %.1fs (%d loaded from the executable store, %d compiled); "
+                     "%.1fs since start", model.compile_count, time.perf_counter() - warmup_start,
+                     stats.loaded, stats.built, time.perf_counter() - self._started_at)
         except BaseException as exc:
             self.state = "failed"
             log.error("Could not start the model: %s", exc, exc_info=not isinstance(exc, TEIError))
@@ -200,15 +210,18 @@ def _describe_type(model) -> str:
     return f"{len(model.spec.id2label)} labels"
 
 
-def _progress_logger(start: float) -> Callable:
-    """Log warmup progress about every 10% (and the last one)."""
+def _progress_logger(start: float, metrics: Metrics | None = None, shapes: int = 0) -> Callable:
+    """Log warmup progress about every 10% (and the last one), and keep the gauge current
+    (`shapes` in all, of which warmup builds the last `total`)."""
     state = {"next": 0.0}
 
     def progress(done: int, total: int, task: str, shape) -> None:
+        if metrics is not None:
+            metrics.warmup_shapes_ready.set(max(shapes, total) - total + done)
         fraction = done / total if total else 1.0
         if fraction >= state["next"] or done == total:
             state["next"] = fraction + 0.1
-            log.info("Warming up: %d/%d shapes compiled (%s rows=%d width=%d) %.1fs",
+            log.info("Warming up: %d/%d shapes built (%s rows=%d width=%d) %.1fs",
                      done, total, task, shape.rows, shape.width, time.perf_counter() - start)
 
     return progress

@@ -1,9 +1,12 @@
-"""JAX's persistent compilation cache, on by default.
+"""The compile-cache folder, on by default: where compiled programs are kept across starts.
 
-Compiling every (task, shape) of a model takes most of a server's start-up. JAX can keep the
-compiled executables on disk, keyed by the program and the device, so a second start (or a
-second process on the same machine) loads them instead of compiling. The cache folder is
-process-wide JAX state, so it is set once, before the first compilation that should use it.
+Compiling every (task, shape) of a model takes most of a server's start-up. The folder holds
+tei_jax's executable store (tei_jax/executables.py, in `executables/`): whole compiled
+executables, so a second start (or a second process on the same machine) loads them without
+tracing, lowering or compiling. JAX's own persistent compilation cache, which still traces and
+lowers every shape before its lookup, is switched off while a folder is in use: the store
+replaces it, and XLA:CPU cannot re-serialize the executables that cache reads back. The
+setting is process-wide, so it is made once, before the first compilation.
 
 Where it goes, in order: the `path` given to `enable`, the `TEI_JAX_COMPILE_CACHE` environment
 variable, then `~/.cache/tei-jax/jax`. The value `none` (or `off`, `false`, `0`, empty) turns
@@ -37,11 +40,12 @@ def resolve(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def enable(path: str | os.PathLike | None = None) -> Path | None:
-    """Point JAX's persistent compilation cache at the resolved folder (idempotent).
+    """Use the resolved folder for compiled executables (idempotent); returns it, or None
+    when caching is off.
 
-    Every compilation is cached, however quick: a bucketed model compiles dozens of small
-    programs and together they are what a restart waits for. An unwritable folder turns the
-    cache off with a warning instead of failing the load.
+    Every program is kept, however quick to compile: a bucketed model compiles dozens of
+    small programs and together they are what a restart waits for. An unwritable folder
+    turns caching off with a warning instead of failing the load.
     """
     global _active
     folder = resolve(path)
@@ -58,10 +62,7 @@ def enable(path: str | os.PathLike | None = None) -> Path | None:
         jax.config.update("jax_enable_compilation_cache", False)
         _active = None
         return None
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_enable_compilation_cache", False)  # the executable store replaces it
     _active = folder
     log.info("compile cache: %s", folder)
     return folder

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Callable, Sequence
 
 import jax
@@ -22,6 +22,7 @@ import numpy as np
 
 from .batching import BatchShape, PackedBatch, ShapePolicy
 from .config import ModelSpec
+from .executables import ExecutableStore
 from .models.architecture import Architecture
 from .models.heads import DenseStack
 from .pipeline import run_planned
@@ -72,6 +73,9 @@ class Engine:
         self._jitted = {task: jax.jit(self._make_forward(task), static_argnums=5, out_shardings=rows)
                         for task in self.tasks}
         self.compile_seconds = 0.0
+        # Compiled executables on disk (tei_jax/executables.py); load() attaches a real one.
+        self.store = ExecutableStore(None)
+        self._warming = 0  # > 0 while warmup runs: batches may borrow a wider compiled shape
 
     # The traced function ------------------------------------------------------------------
     def _make_forward(self, task: str) -> Callable:
@@ -125,7 +129,9 @@ class Engine:
             return future.result()
         try:
             start = time.perf_counter()
-            fn = self.lower(task, shape).compile()
+            fn = self.store.get(f"{Task(task).value}-{shape.rows}x{shape.width}x{shape.slots}",
+                                lambda: self.lower(task, shape).compile(), lambda loaded: self._takes(loaded, shape),
+                                devices=list(self.placement.mesh.devices.flat))
         except BaseException as exc:
             with self._lock:
                 del self._compiling[key]
@@ -148,30 +154,87 @@ class Engine:
         with jax.set_mesh(self.placement.mesh):  # the Pallas kernel's shard_map reads it
             return self._jitted[task].lower(params, ints, ints, ints, ints, shape.slots)
 
-    def warmup(self, tasks: Sequence[str] | None = None, shapes: Sequence[BatchShape] | None = None,
-               progress: Callable | None = None, workers: int | None = None) -> int:
-        """Compile every shape of the policy for the given tasks, several at a time (XLA
-        compiles without holding the GIL); returns how many were new.
+    def _takes(self, compiled, shape: BatchShape) -> bool:
+        """Whether a loaded executable takes this engine's parameters and (task, shape)'s arrays."""
+        ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32)
+        expected = jax.tree_util.tree_flatten(((self.params, ints, ints, ints, ints), {}))
+        try:
+            got = jax.tree_util.tree_flatten(compiled.args_info)
+        except Exception:
+            return False
+        if got[1] != expected[1]:
+            return False
+        return all(tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype for a, b in zip(got[0], expected[0]))
 
-        `progress(done, total, task, shape)` is called after each compilation."""
+    def warmup_order(self, tasks: Sequence[str] | None = None,
+                     shapes: Sequence[BatchShape] | None = None) -> tuple[list, int]:
+        """(task, shape) pairs in the order warmup builds them, and how many of the first
+        ones cover every batch: the widest shape of each row count (the batch planner never
+        makes a batch it would not hold); then the one-row shapes, narrowest first (a single
+        query, where running wide costs the most latency); then the rest largest first (they
+        take longest, so the compile pool drains evenly)."""
         tasks = tuple(tasks or self.tasks)
         shapes = list(shapes or self.policy.shapes())
-        todo = [(t, s) for t in tasks for s in shapes if (t, s) not in self._compiled]
-        # Largest shapes first: they take longest, so the pool drains evenly.
-        todo.sort(key=lambda key: -key[1].tokens)
+        covers = covering_shapes(shapes)
+        rest = sorted((s for s in shapes if s not in covers),
+                      key=lambda s: (s.rows > 1, s.tokens if s.rows == 1 else -s.tokens, s.width))
+        order = [(t, s) for t in tasks for s in covers] + [(t, s) for t in tasks for s in rest]
+        return order, len(tasks) * len(covers)
+
+    def warmup(self, tasks: Sequence[str] | None = None, shapes: Sequence[BatchShape] | None = None,
+               progress: Callable | None = None, workers: int | None = None,
+               covered: Callable[[], None] | None = None) -> int:
+        """Build (or load from the store) every shape of the policy for the given tasks,
+        several at a time (XLA compiles without holding the GIL); returns how many were new.
+
+        Covering shapes come first (`warmup_order`); `covered()` is called once they are all
+        built, when every batch can run. Until warmup returns, a batch whose own shape is not
+        built yet runs on the smallest built shape that holds it (same result, more padding).
+        `progress(done, total, task, shape)` is called after each one."""
+        order, cover_count = self.warmup_order(tasks, shapes)
+        todo = [key for key in order if key not in self._compiled]
+        pending_covers = {key for key in order[:cover_count] if key not in self._compiled}
         workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tei-jax-compile") as pool:
-            futures = [pool.submit(self._executable, task, shape) for task, shape in todo]
-            for done, (future, (task, shape)) in enumerate(zip(futures, todo), 1):
-                future.result()
-                if progress is not None:
-                    progress(done, len(todo), task, shape)
+        with self._lock:
+            self._warming += 1
+        try:
+            if not pending_covers and covered is not None:
+                covered()
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tei-jax-compile") as pool:
+                futures = {pool.submit(self._executable, task, shape): (task, shape) for task, shape in todo}
+                for done, future in enumerate(as_completed(futures), 1):
+                    future.result()
+                    task, shape = futures[future]
+                    if progress is not None:
+                        progress(done, len(todo), task, shape)
+                    if pending_covers:
+                        pending_covers.discard((task, shape))
+                        if not pending_covers and covered is not None:
+                            covered()
+        finally:
+            with self._lock:
+                self._warming -= 1
         return len(todo)
 
+    def _runnable(self, task: str, shape: BatchShape) -> tuple[BatchShape, Callable]:
+        """The shape a batch planned for `shape` runs at, and its executable: its own when
+        built; during warmup the smallest built one that holds it; else its own, built now."""
+        fn = self._compiled.get((task, shape))
+        if fn is not None:
+            return shape, fn
+        if self._warming:
+            with self._lock:
+                built = [(s, f) for (t, s), f in self._compiled.items() if t == task and holds(s, shape)]
+            if built:
+                return min(built, key=lambda pair: (self.policy.cost(pair[0]), pair[0]))
+        return shape, self._executable(task, shape)
+
     # Running ------------------------------------------------------------------------------
-    def arrays(self, items: Sequence[Encoded], batch: PackedBatch) -> tuple[np.ndarray, ...]:
-        """Host arrays for a batch: ids, token types, positions, segment ids [rows, width]."""
-        rows, width, _ = batch.shape
+    def arrays(self, items: Sequence[Encoded], batch: PackedBatch,
+               shape: BatchShape | None = None) -> tuple[np.ndarray, ...]:
+        """Host arrays for a batch: ids, token types, positions, segment ids [rows, width]
+        (of `shape` when it runs on a larger one than it was planned for)."""
+        rows, width, _ = shape or batch.shape
         input_ids = np.full((rows, width), self.pad_id, np.int32)
         type_ids = np.zeros((rows, width), np.int32)
         position_ids = np.zeros((rows, width), np.int32)
@@ -203,8 +266,10 @@ class Engine:
             raise ValueError(f"task {task!r} is not available for this model ({', '.join(self.tasks)})")
         if len(items) != len(batch.placements):
             raise ValueError(f"{len(items)} items for {len(batch.placements)} placements")
-        arrays = jax.device_put(self.arrays(items, batch), self.placement.rows)
-        return self._executable(task, batch.shape)(self.params, *arrays)
+        # Host arrays go in as they are: the executable splits their rows over the mesh's
+        # `data` axis itself (an explicit jax.device_put first cost ~0.5-3 ms more per batch).
+        shape, fn = self._runnable(task, batch.shape)
+        return fn(self.params, *self.arrays(items, batch, shape))
 
     @staticmethod
     def collect(task: str, items: Sequence[Encoded], batch: PackedBatch, output) -> list[np.ndarray]:
@@ -227,3 +292,24 @@ class Engine:
         """Plan batches for any number of items and run them through the `Pipeline` (the
         next batch is dispatched before the previous one's result is read back)."""
         return run_planned(self, Task(task), items)[0]
+
+
+def holds(big: BatchShape, small: BatchShape) -> bool:
+    """Whether a batch planned for `small` can run at `big`: as many rows, width and slots
+    or more (the extra positions are padding, segment id 0, seen by nothing)."""
+    return big.rows >= small.rows and big.width >= small.width and big.slots >= small.slots
+
+
+def covering_shapes(shapes: Sequence[BatchShape]) -> list[BatchShape]:
+    """The fewest shapes that hold every one of `shapes`: for each row count, the widest
+    shape with at least that many rows (widest first)."""
+    covers: list[BatchShape] = []
+    for rows in sorted({s.rows for s in shapes}):
+        candidates = [s for s in shapes if s.rows >= rows]
+        best = max(candidates, key=lambda s: (s.width, s.slots, -s.rows))
+        if not any(holds(c, best) for c in covers):
+            covers.append(best)
+    # Drop any cover another one holds, then order widest first.
+    kept = [c for c in covers if not any(o != c and holds(o, c) for o in covers)]
+    assert all(any(holds(c, s) for c in kept) for s in shapes)
+    return sorted(kept, key=lambda s: (-s.width, s.rows))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import inputs as tei_inputs
-from . import chunking, functional, models
+from . import chunking, executables, functional, models
 from .batching import ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -404,7 +404,7 @@ def load(
     """
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
-    enable_compile_cache(compile_cache)
+    cache_folder = enable_compile_cache(compile_cache)
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -439,7 +439,7 @@ def load(
     reader = WeightReader(safetensors_files(spec.model_dir), jdtype, arch.checkpoint_prefixes)
     params = arch.load_params(reader, placement.place)
     if reader.unused():
-        log.info("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
+        log.debug("checkpoint weights not used by this model kind: %s", ", ".join(reader.unused()[:8]))
     dense = [jax.device_put(load_dense_module(d.path, d.in_features, d.out_features, d.bias, jnp.float32),
                             placement.replicated) for d in spec.dense]
     # cuDNN attention masks by per-row lengths, so it needs one sequence per row.
@@ -452,6 +452,9 @@ def load(
                          row_multiple=placement.data_size)
     engine = Engine(spec, arch, params, policy, dense, placement)
     log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
+    if cache_folder is not None:
+        key = executables.engine_key(engine, spec.model_dir, dtype, implementation)
+        engine.store = executables.ExecutableStore(cache_folder / executables.DIR_NAME, key)
     return Model(spec, tokenizer, engine, model_id, revision, dtype, auto_truncate, chunk)
 
 

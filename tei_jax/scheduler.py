@@ -5,11 +5,13 @@ front of one `Engine`.
 tokenization threads, in pieces, taking turns with the other calls (tei_jax/tokenizer_pool.py:
 a short request never waits for another call's whole batch to be tokenized), queues each input on its own (`submit`, one
 `concurrent.futures.Future` per item) and waits for them, withdrawing them if the caller
-goes away (`Call.gone`). A single batching thread owns every JAX call (warmup included). It
+goes away (`Call.gone`). A single batching thread runs every batch. It
 cuts batches by the tokens the device will actually compute (rows x width, padding included)
 and by `max_batch_requests`, packing items into the policy's compiled shapes with the same
 `ShapePolicy.pack` as the offline planner, and runs them through the same `Pipeline` as the
-direct executor (batch N+1 is dispatched before batch N's result is read back).
+direct executor (batch N+1 is dispatched before batch N's result is read back). Warmup runs on
+its own thread beside it: the batching thread serves as soon as every batch has a built
+shape that holds it, and the engine runs a batch on such a shape until its own is built.
 
 Why not TEI's FIFO: TEI stops at the first item that does not fit, so one long input holds every
 short one behind it. Here the queue is split by (task, width bucket); each batch starts from
@@ -113,7 +115,9 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._dead: BaseException | None = None
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # serving: every batch has a built shape that holds it
+        self.warmed = threading.Event()  # every shape built: from here on nothing compiles
+        self.warmup_error: BaseException | None = None  # a shape that failed after `ready`
         self.healthy = True  # False after a failed batch, True again after a good one
         self.real_tokens = 0
         self.computed_tokens = 0
@@ -129,9 +133,11 @@ class Scheduler:
     # Lifecycle --------------------------------------------------------------------------------
     def start(self, warmup: bool = True, progress: Callable | None = None,
               before_warmup: Callable[[], None] | None = None) -> None:
-        """Start the batching thread. With `warmup`, it first compiles every shape of the
-        policy for the engine's tasks (items submitted meanwhile wait in the queue), then arms
-        the recompilation witness; `ready` is set when it starts serving."""
+        """Start the batching thread. With `warmup`, a warmup thread builds (or loads) every
+        shape of the policy for the engine's tasks, covering shapes first (Engine.warmup).
+        Items submitted meanwhile wait in the queue until every batch has a covering shape;
+        then `ready` is set and the batching thread serves while the rest are built. When
+        the last one is, `warmed` is set and the recompilation witness is armed."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._thread = threading.Thread(target=self._main, args=(warmup, progress, before_warmup),
@@ -245,8 +251,15 @@ class Scheduler:
             if before_warmup is not None:
                 before_warmup()
             if warmup:
-                self.engine.warmup(progress=progress)
-                self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
+                covered = threading.Event()
+                warming = threading.Thread(target=self._warm, args=(progress, covered), name="tei-jax-warmup",
+                                           daemon=True)
+                warming.start()
+                covered.wait()
+                if self.warmup_error is not None and not self.warmed.is_set():
+                    raise self.warmup_error
+            else:
+                self.warmed.set()
             self.ready.set()
             self._serve()
         except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -255,6 +268,21 @@ class Scheduler:
                 self._dead = exc
                 self._fail_queued(UnhealthyError(f"the batching thread failed: {exc}"))
             self.healthy = False
+
+    def _warm(self, progress, covered: threading.Event) -> None:
+        """The warmup thread: build every shape, covering ones first (then `covered` is set);
+        a failure before that stops the scheduler, one after it leaves the covering shapes
+        serving and is logged."""
+        try:
+            self.engine.warmup(progress=progress, covered=covered.set)
+            self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
+            self.warmed.set()
+        except BaseException as exc:
+            self.warmup_error = exc
+            if covered.is_set():
+                log.exception("warmup stopped after every batch had a shape; serving on the shapes built")
+        finally:
+            covered.set()
 
     def _serve(self) -> None:
         pipeline = Pipeline(self.engine, on_dispatch=self._dispatched)
@@ -395,7 +423,7 @@ class Scheduler:
         self._queued = 0
 
     def _check_compiles(self, task: str, shape: BatchShape) -> None:
-        """The witness of 'no compilation while serving': loud if the count grew."""
+        """The witness of 'no compilation after warmup completes': loud if the count grew."""
         if self._compiles_at_ready is None:
             return
         count = self.engine.compile_count
@@ -407,7 +435,7 @@ class Scheduler:
 
     @property
     def compiles_since_ready(self) -> int:
-        """Compilations after warmup (0 unless a shape escaped the warmup set)."""
+        """Compilations after warmup completed (0 unless a shape escaped the warmup set)."""
         if self._compiles_at_ready is None:
             return 0
         return self.engine.compile_count - self._compiles_at_ready

@@ -77,6 +77,8 @@ class Tokenizer:
         """The text to prepend: the named prompt, else the default prompt, else None."""
         if prompt_name is None:
             return self.default_prompt
+        # TEI words a request's unknown prompt_name with the option's name too
+        # (core/src/tokenization.rs prepare_pre_prompt); kept verbatim, clients match on it.
         if not self.prompts:
             raise ValidationError(f"`default-prompt-name` is set to `{prompt_name}` but no prompts were found "
                                   "in the Sentence Transformers configuration")

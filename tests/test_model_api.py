@@ -146,6 +146,15 @@ def test_prompts(prompt_model, model, folder):
     assert [t["text"] for t in tokens if not t["special"]] == ["passage", ":", "hello"]
 
 
+def test_unknown_prompt_name_is_worded_as_tei(prompt_model):
+    """A request's unknown `prompt_name` gets TEI's own text, which names the
+    `default-prompt-name` option even here (core/src/tokenization.rs prepare_pre_prompt)."""
+    with pytest.raises(tei_jax.ValidationError) as refused:
+        prompt_model.embed("hello", prompt_name="nope")
+    assert str(refused.value) == ("`default-prompt-name` is set to `nope` but it was not found in the Sentence "
+                                  'Transformers prompts. Available prompts: ["query", "passage"]')
+
+
 def test_embed_all_shapes(model):
     out = model.embed_all(["one", "one two three four"])
     assert [o.shape for o in out] == [(3, 32), (6, 32)]

@@ -229,11 +229,11 @@ def test_stop_without_drain_fails_queued_items(model):
         futures[0].result(timeout=1)
 
 
-def test_warmup_then_no_compilation_while_serving(model):
+def test_warmup_then_no_compilation_after_it_completes(model):
     progress = []
     scheduler = Scheduler(model.engine)
     scheduler.start(warmup=True, progress=lambda done, total, task, shape: progress.append((done, total)))
-    assert scheduler.ready.wait(300)
+    assert scheduler.ready.wait(300) and scheduler.warmed.wait(300)
     try:
         assert progress == [] or progress[-1][0] == progress[-1][1]
         expected = len(model.engine.tasks) * len(model.engine.policy.shapes())

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import corpus_mode, engine_mode, machine, presets, report, server_mode, workloads
+from . import corpus_mode, engine_mode, machine, presets, report, server_mode, startup_mode, workloads
 from .progress import Progress
 
 
@@ -16,8 +16,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tei_jax.bench", description=(
         "Throughput and latency of tei-jax against sentence-transformers (engine mode) or "
         "infinity-emb (server mode) on the same weights and inputs, in one run."))
-    p.add_argument("--mode", choices=("engine", "server", "corpus"), default="engine",
-                   help="corpus: the tei_jax.embed corpus job (and on Ray) against sentence-transformers' encode")
+    p.add_argument("--mode", choices=("engine", "server", "corpus", "startup"), default="engine",
+                   help="corpus: the tei_jax.embed corpus job (and on Ray) against sentence-transformers' encode; "
+                        "startup: seconds to /health 200 and to a first embed, cold and warm, against "
+                        "sentence-transformers' import + load + first encode")
+    p.add_argument("--parts", nargs="+", choices=startup_mode.PARTS, default=list(startup_mode.PARTS),
+                   help="startup: what to start (server, library, peer)")
     p.add_argument("--preset", choices=sorted(presets.PRESETS), default="minilm")
     p.add_argument("--workload", choices=workloads.WORKLOADS, default="mixed")
     p.add_argument("--count", type=int, default=None,
@@ -92,8 +96,18 @@ def run(args: argparse.Namespace) -> dict:
 
     on_gpu = jax.default_backend() != "cpu"
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    peak = None if args.no_peak else machine.peak_matmul_flops(size=args.peak_size)
-    if args.mode == "corpus":
+    peak = None if args.no_peak or args.mode == "startup" else machine.peak_matmul_flops(size=args.peak_size)
+    if args.mode == "startup":
+        options = startup_mode.StartupOptions(
+            preset=args.preset, rounds=args.rounds, parts=tuple(args.parts), dtype=args.dtype,
+            server_args=tuple(args.server_args.split()), router=tuple(args.router.split()),
+            timeout=args.startup_timeout, seed=args.seed, work_dir=args.work_dir)
+        progress = Progress(startup_mode.steps(options), enabled=not args.quiet)
+        try:
+            result = startup_mode.run(options, progress)
+        finally:
+            progress.close()
+    elif args.mode == "corpus":
         options = corpus_mode.CorpusOptions(preset=args.preset, documents=args.count or 20_000, seed=args.seed,
                                             dtype=args.dtype, peer=args.peer, peer_batch_size=args.peer_batch_size,
                                             ray=not args.no_ray, work_dir=args.work_dir)
@@ -145,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         for path in args.table:
             print(f"{path}:\n{report.table(report.with_ratios(json.loads(path.read_text())))}\n")
+        return 0
+    if args.mode == "startup":
+        result = run(args)
+        print(startup_mode.table(result))
+        backend = result["machine"]["jax_backend"]
+        path = report.write_json(result, args.output_dir, args.name or f"startup-{args.preset}-{backend}")
+        print(f"wrote {path}")
         return 0
     if args.mode == "corpus":
         result = run(args)

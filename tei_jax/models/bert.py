@@ -12,7 +12,7 @@ import dataclasses
 from ..config import ModelSpec
 from . import table
 from .architecture import Architecture
-from .fields import FamilyConfig, json_field
+from .fields import FamilyConfig, WidthSplitHeads, json_field
 from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
                      Transformer, uniform)
@@ -25,7 +25,7 @@ UNUSED_OK = ("pooler.", "/pooler.", "/cls.", "/classifier.", "/lm_head.")
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig(FamilyConfig):
+class BertConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("hidden_size")
     num_layers: int = json_field("num_hidden_layers")
     num_heads: int = json_field("num_attention_heads")
@@ -36,10 +36,6 @@ class BertConfig(FamilyConfig):
     norm_eps: float = json_field("layer_norm_eps", default=1e-12)
     activation: Activation = json_field("hidden_act", default="gelu")
     position_embedding_type: str = json_field("position_embedding_type", default="absolute", allowed=("absolute",))
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def stack(self, dtype, attention: str) -> StackSpec:
         return StackSpec(
@@ -52,28 +48,15 @@ class BertConfig(FamilyConfig):
         )
 
 
-def embedding_entries(type_vocab_size: int) -> list[Tensor]:
-    """BERT-layout embeddings (shared with the other BERT-like families)."""
-    entries = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
-               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
-               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
-    if type_vocab_size:
-        entries += table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
-    return entries
-
-
 def layer_entries(cfg: BertConfig):
     """One BERT layer's table, over the layer index {i}."""
     h, d = cfg.num_heads, cfg.head_dim
 
     def entries(variant: LayerVariant) -> list[Tensor]:
         p = "encoder.layer.{i}."
-        return (table.qkv("attention", [p + "attention.self." + n for n in ("query", "key", "value")], h, h, d, True)
-                + table.attention_out("attention/out", p + "attention.output.dense", h, d, True)
-                + table.norm("attn_norm", p + "attention.output.LayerNorm")
-                + table.linear("mlp/up", p + "intermediate.dense", (Axis.EMBED, Axis.MLP))
-                + table.linear("mlp/down", p + "output.dense", (Axis.MLP, Axis.EMBED))
-                + table.norm("mlp_norm", p + "output.LayerNorm"))
+        return table.post_norm_layer(*(p + "attention.self." + n for n in ("query", "key", "value")),
+                                     p + "attention.output.dense", p + "attention.output.LayerNorm",
+                                     p + "intermediate.dense", p + "output.dense", p + "output.LayerNorm", h, d)
 
     return entries
 
@@ -116,7 +99,8 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
         head, head_entries = _classifier(spec, cfg, roberta_like, dtype)
     elif spec.pooling == "splade":
         head, head_entries = _mlm_head(cfg, roberta_like, dtype)
-    weights = WeightTable(embedding_entries(cfg.type_vocab_size) + head_entries, layer_entries(cfg),
+    weights = WeightTable(table.learned_embeddings(token_types=bool(cfg.type_vocab_size)) + head_entries,
+                          layer_entries(cfg),
                           stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
         encoder=Transformer(stack), table=weights, config=cfg, head=head,

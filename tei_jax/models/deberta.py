@@ -219,12 +219,7 @@ class DisentangledBias:
 
 # Weight names ----------------------------------------------------------------------------------
 def encoder_entries(cfg: DebertaConfig) -> list[Tensor]:
-    entries = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
-               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
-    if cfg.position_biased_input:
-        entries += table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
-    if cfg.type_vocab_size:
-        entries += table.embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+    entries = table.learned_embeddings(cfg.position_biased_input, bool(cfg.type_vocab_size))
     if cfg.relative_attention:
         entries.append(Tensor("encoder/score_context/embedding", (Axis.BUCKETS, Axis.EMBED),
                               ("encoder.rel_embeddings.weight",)))
@@ -243,12 +238,9 @@ def layer_entries(cfg: DebertaConfig):
 
     def entries(variant: LayerVariant) -> list[Tensor]:
         p, attn = "encoder.layer.{i}.", "encoder.layer.{i}.attention.self."
-        out = (table.qkv("attention", [attn + n for n in ("query_proj", "key_proj", "value_proj")], h, h, d, True)
-               + table.attention_out("attention/out", p + "attention.output.dense", h, d, True)
-               + table.norm("attn_norm", p + "attention.output.LayerNorm")
-               + table.linear("mlp/up", p + "intermediate.dense", (Axis.EMBED, Axis.MLP))
-               + table.linear("mlp/down", p + "output.dense", (Axis.MLP, Axis.EMBED))
-               + table.norm("mlp_norm", p + "output.LayerNorm"))
+        out = table.post_norm_layer(*(attn + n for n in ("query_proj", "key_proj", "value_proj")),
+                                    p + "attention.output.dense", p + "attention.output.LayerNorm",
+                                    p + "intermediate.dense", p + "output.dense", p + "output.LayerNorm", h, d)
         if cfg.relative_attention and not cfg.share_att_key:
             if "c2p" in cfg.pos_att_type:
                 out += table.attention_in("attention/score_bias/pos_k", attn + "pos_key_proj", h, d, True)

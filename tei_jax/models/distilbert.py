@@ -7,7 +7,7 @@ import dataclasses
 from ..config import ModelSpec
 from . import table
 from .architecture import Architecture
-from .fields import FamilyConfig, json_field
+from .fields import FamilyConfig, WidthSplitHeads, json_field
 from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
                      Transformer, uniform)
@@ -19,7 +19,7 @@ UNUSED_OK = ("/pre_classifier.", "/classifier.", "/vocab_transform.", "/vocab_la
 
 
 @dataclasses.dataclass(frozen=True)
-class DistilBertConfig(FamilyConfig):
+class DistilBertConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("dim")
     num_layers: int = json_field("n_layers")
     num_heads: int = json_field("n_heads")
@@ -28,10 +28,6 @@ class DistilBertConfig(FamilyConfig):
     max_positions: int = json_field("max_position_embeddings")
     activation: Activation = json_field("activation", default="gelu")
     sinusoidal_pos_embds: bool = json_field("sinusoidal_pos_embds", default=False, allowed=(False,))
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def stack(self, dtype, attention: str) -> StackSpec:
         return StackSpec(
@@ -48,12 +44,8 @@ def layer_entries(cfg: DistilBertConfig):
 
     def entries(variant: LayerVariant) -> list[Tensor]:
         p = "transformer.layer.{i}."
-        return (table.qkv("attention", [p + f"attention.{n}_lin" for n in "qkv"], h, h, d, True)
-                + table.attention_out("attention/out", p + "attention.out_lin", h, d, True)
-                + table.norm("attn_norm", p + "sa_layer_norm")
-                + table.linear("mlp/up", p + "ffn.lin1", (Axis.EMBED, Axis.MLP))
-                + table.linear("mlp/down", p + "ffn.lin2", (Axis.MLP, Axis.EMBED))
-                + table.norm("mlp_norm", p + "output_layer_norm"))
+        return table.post_norm_layer(*(p + f"attention.{n}_lin" for n in "qkv"), p + "attention.out_lin",
+                                     p + "sa_layer_norm", p + "ffn.lin1", p + "ffn.lin2", p + "output_layer_norm", h, d)
 
     return entries
 
@@ -74,10 +66,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
         head_entries = masked_lm_entries("/vocab_transform", "/vocab_layer_norm",
                                          "/vocab_projector.weight|embeddings.word_embeddings.weight",
                                          "/vocab_projector.bias")
-    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
-               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
-               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
-    weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
+    weights = WeightTable(table.learned_embeddings() + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)
     return Architecture(
         encoder=Transformer(stack), table=weights, config=cfg, head=head,
         uses_token_types=False, checkpoint_prefixes=("distilbert.",),

@@ -123,6 +123,15 @@ class FamilyConfig:
         return cls(**values)
 
 
+class WidthSplitHeads:
+    """Mixin for configs without a head width in config.json: head_dim = hidden_size //
+    num_heads (a family that reads one declares a `head_dim` field instead)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads  # type: ignore[attr-defined]
+
+
 def default_rope(config: dict, field: str = "rope_parameters") -> None:
     """transformers 5 rope_parameters (or a legacy rope_scaling) must describe plain rotary."""
     params = config.get(field)

@@ -14,7 +14,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from . import fields, table
 from .architecture import Architecture
-from .fields import FamilyConfig, derived, json_field
+from .fields import FamilyConfig, WidthSplitHeads, derived, json_field
 from .heads import pooler_classifier
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
                      RopeScaling, RotarySpec, StackSpec, Transformer, uniform)
@@ -27,7 +27,7 @@ _NORMS = {"layer_norm": NormKind.LAYER, "rms_norm": NormKind.RMS}
 
 
 @dataclasses.dataclass(frozen=True)
-class GteConfig(FamilyConfig):
+class GteConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("hidden_size")
     num_layers: int = json_field("num_hidden_layers")
     num_heads: int = json_field("num_attention_heads")
@@ -41,10 +41,6 @@ class GteConfig(FamilyConfig):
     logn_attention_scale: bool = json_field("logn_attention_scale", default=False, allowed=(False,))
     logn_attention_clip1: bool = json_field("logn_attention_clip1", default=False, allowed=(False,))
     rotary: RotarySpec = derived()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def norm(self) -> NormSpec:

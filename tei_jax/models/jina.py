@@ -15,7 +15,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from . import table
 from .architecture import Architecture
-from .fields import FamilyConfig, derived, json_field
+from .fields import FamilyConfig, WidthSplitHeads, derived, json_field
 from .heads import pooler_classifier
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormSpec, PositionKind, QKNorm,
                      StackSpec, Transformer, uniform)
@@ -46,7 +46,7 @@ def matches(spec: ModelSpec) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class JinaConfig(FamilyConfig):
+class JinaConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("hidden_size")
     num_layers: int = json_field("num_hidden_layers")
     num_heads: int = json_field("num_attention_heads")
@@ -59,10 +59,6 @@ class JinaConfig(FamilyConfig):
                                               allowed=("alibi", "absolute"))
     feed_forward_type: str = json_field("feed_forward_type", default="geglu", allowed=tuple(_GLU_ACTIVATIONS))
     qk_post_norm: bool = derived()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def alibi(self) -> bool:

@@ -15,7 +15,7 @@ import dataclasses
 from ..config import ModelSpec
 from . import fields, table
 from .architecture import Architecture
-from .fields import FamilyConfig, derived, json_field
+from .fields import FamilyConfig, WidthSplitHeads, derived, json_field
 from .heads import ClassificationHead, MaskedLMHead, masked_lm_entries
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormKind, NormSpec, PositionKind,
                      RotarySpec, StackSpec, Transformer)
@@ -27,7 +27,7 @@ _LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModernBertConfig(FamilyConfig):
+class ModernBertConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("hidden_size")
     num_layers: int = json_field("num_hidden_layers")
     num_heads: int = json_field("num_attention_heads")
@@ -46,10 +46,6 @@ class ModernBertConfig(FamilyConfig):
     local_layers: tuple[int, ...] = derived()
     rope_theta: float = derived()  # global layers
     local_rope_theta: float = derived()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def local_window(self) -> int:

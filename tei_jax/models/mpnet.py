@@ -13,7 +13,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from . import table
 from .architecture import Architecture
-from .fields import FamilyConfig, derived, json_field
+from .fields import FamilyConfig, WidthSplitHeads, derived, json_field
 from .heads import ClassificationHead
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPSpec, NormSpec, PositionKind, StackSpec,
                      Transformer, uniform)
@@ -24,7 +24,7 @@ UNUSED_OK = ("pooler.", "/pooler.", "/classifier.", "/lm_head.")
 
 
 @dataclasses.dataclass(frozen=True)
-class MPNetConfig(FamilyConfig):
+class MPNetConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("hidden_size")
     num_layers: int = json_field("num_hidden_layers")
     num_heads: int = json_field("num_attention_heads")
@@ -36,10 +36,6 @@ class MPNetConfig(FamilyConfig):
     relative_buckets: int = json_field("relative_attention_num_buckets", default=32)
     pad_token_id: int = json_field("pad_token_id", default=1)
     position_offset: int = derived()  # what the encoder adds to the engine's position ids
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def stack(self, dtype, attention: str) -> StackSpec:
         return StackSpec(
@@ -62,12 +58,9 @@ def layer_entries(cfg: MPNetConfig):
 
     def entries(variant: LayerVariant) -> list[Tensor]:
         p = "encoder.layer.{i}."
-        return (table.qkv("attention", [p + f"attention.attn.{n}" for n in "qkv"], h, h, d, True)
-                + table.attention_out("attention/out", p + "attention.attn.o", h, d, True)
-                + table.norm("attn_norm", p + "attention.LayerNorm")
-                + table.linear("mlp/up", p + "intermediate.dense", (Axis.EMBED, Axis.MLP))
-                + table.linear("mlp/down", p + "output.dense", (Axis.MLP, Axis.EMBED))
-                + table.norm("mlp_norm", p + "output.LayerNorm"))
+        return table.post_norm_layer(*(p + f"attention.attn.{n}" for n in "qkv"), p + "attention.attn.o",
+                                     p + "attention.LayerNorm", p + "intermediate.dense", p + "output.dense",
+                                     p + "output.LayerNorm", h, d)
 
     return entries
 
@@ -85,9 +78,7 @@ def build(spec: ModelSpec, dtype, attention: str) -> Architecture:
             len(spec.id2label), dtype)
         head_entries = (table.linear("head/dense", "/classifier.dense", (Axis.EMBED, Axis.EMBED))
                         + table.linear("head/out_proj", "/classifier.out_proj", (Axis.EMBED, Axis.LABELS)))
-    encoder = (table.embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
-               + table.embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
-               + table.norm("encoder/embeddings/norm", "embeddings.LayerNorm")
+    encoder = (table.learned_embeddings()
                + [Tensor("encoder/relative_attention_bias/embedding", (Axis.BUCKETS, Axis.HEADS),
                          ("encoder.relative_attention_bias.weight",))])
     weights = WeightTable(encoder + head_entries, layer_entries(cfg), stack.variants, unused_ok=UNUSED_OK)

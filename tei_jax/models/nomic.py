@@ -15,7 +15,7 @@ from ..config import ModelSpec
 from ..errors import ModelLoadError
 from . import fields, table
 from .architecture import Architecture
-from .fields import FamilyConfig, derived, json_field
+from .fields import FamilyConfig, WidthSplitHeads, derived, json_field
 from .heads import pooler_classifier
 from .layers import (Activation, AttentionSpec, LayerVariant, MLPKind, MLPSpec, NormSpec, PositionKind, RotarySpec,
                      StackSpec, Transformer)
@@ -30,7 +30,7 @@ _HUB_ACTIVATIONS = {"swiglu": (MLPKind.GATED, Activation.SILU), "gelu": (MLPKind
 
 
 @dataclasses.dataclass(frozen=True)
-class NomicConfig(FamilyConfig):
+class NomicConfig(FamilyConfig, WidthSplitHeads):
     hidden_size: int = json_field("n_embd", "hidden_size")
     num_layers: int = json_field("n_layer", "num_hidden_layers")
     num_heads: int = json_field("n_head", "num_attention_heads")
@@ -48,10 +48,6 @@ class NomicConfig(FamilyConfig):
     moe_layers: tuple[int, ...] = derived()
     num_experts: int = derived()
     moe_top_k: int = derived()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def stack(self, dtype, attention: str) -> StackSpec:
         return StackSpec(

@@ -153,6 +153,31 @@ def gate_up(path: str, name: str, width: int, bias: bool, gate_first: bool = Tru
     return entries
 
 
+def learned_embeddings(positions: bool = True, token_types: bool = False) -> list[Tensor]:
+    """BERT-layout embeddings (`embeddings.word_embeddings`, `.position_embeddings`,
+    `.token_type_embeddings`, `.LayerNorm`: BERT, DistilBERT, MPNet, DeBERTa)."""
+    entries = (embedding("encoder/embeddings/word", "embeddings.word_embeddings", Axis.VOCAB)
+               + norm("encoder/embeddings/norm", "embeddings.LayerNorm"))
+    if positions:
+        entries += embedding("encoder/embeddings/position", "embeddings.position_embeddings", Axis.POSITIONS)
+    if token_types:
+        entries += embedding("encoder/embeddings/token_type", "embeddings.token_type_embeddings", Axis.TYPES)
+    return entries
+
+
+def post_norm_layer(q: str, k: str, v: str, out: str, attn_norm: str, up: str, down: str, mlp_norm: str,
+                    heads: int, head_dim: int) -> list[Tensor]:
+    """One BERT-style layer (biased q/k/v and output Linears, the attention norm, up/down
+    Linears, the MLP norm) under the names a family gives them (BERT, DistilBERT, MPNet,
+    DeBERTa)."""
+    return (qkv("attention", [q, k, v], heads, heads, head_dim, True)
+            + attention_out("attention/out", out, heads, head_dim, True)
+            + norm("attn_norm", attn_norm)
+            + linear("mlp/up", up, (Axis.EMBED, Axis.MLP))
+            + linear("mlp/down", down, (Axis.MLP, Axis.EMBED))
+            + norm("mlp_norm", mlp_norm))
+
+
 def under(prefix: str, entries: Sequence[Tensor]) -> list[Tensor]:
     return [dataclasses.replace(e, path=f"{prefix}/{e.path}") for e in entries]
 

@@ -43,12 +43,12 @@ ENCODERS = {
 }
 HF_KINDS = {"nomic_bert": "mean", "gte": "cls", "modernbert": "mean", "mpnet": "mean"}
 DECODERS = ("mistral", "qwen2", "qwen3", "llama")
-TORCH_FAMILIES = [*ENCODERS, *HF_KINDS, *DECODERS, "gemma3"]
-CLASSIFIER_FAMILIES = ["bert", "roberta", "distilbert", "gte", "modernbert", "mpnet", *DECODERS]
+TORCH_FAMILIES = [*ENCODERS, *HF_KINDS, *DECODERS, "gemma3", "deberta"]
+CLASSIFIER_FAMILIES = ["bert", "roberta", "distilbert", "gte", "modernbert", "mpnet", "deberta", *DECODERS]
 REMOTE_FAMILIES = ["jina", "jina-code", "gte-new", "pplx"]
 # config.json model types (tei_jax.models.supported_model_types()) each test family stands for;
 # a default-run test checks that every supported type is here.
-MODEL_TYPES = {**{f: f for f in TORCH_FAMILIES}, "gemma3": "gemma3_text", "jina": "bert", "jina-code": "bert",
+MODEL_TYPES = {**{f: f for f in TORCH_FAMILIES}, "gemma3": "gemma3_text", "deberta": "deberta-v2", "jina": "bert", "jina-code": "bert",
                "gte-new": "new", "pplx": "bidirectional_pplx_qwen3"}
 COVERED_BY = {"llama_bidirec": "llama (the same decoder class with is_causal false; bidirectional "
                                "attention is the encoders' path, tested in every encoder family)"}
@@ -73,6 +73,10 @@ def folder_for(family: str, head: str = "base") -> tuple[Path, str]:
         from test_gemma3 import make_gemma3
 
         return make_gemma3("gpu"), "mean"
+    if family == "deberta":
+        from deberta_models import make_deberta
+
+        return make_deberta("v3", head, **labels), "mean"
     raise KeyError(family)
 
 
@@ -106,7 +110,7 @@ def missing_factories() -> list[str]:
     wanted = {"tiny_models": ("make_model", "random_texts"), "encoder_models": ("hf_model", "fake_checkpoint", "random_weights"),
               "test_decoders": ("make_decoder",), "test_jina": ("jina_config", "published_shapes", "IMPLEMENTATION", "QK_POST_NORM"),
               "test_gte": ("new_config", "published_shapes"), "test_gemma3": ("make_gemma3",),
-              "test_pplx": ("make_pplx",)}
+              "test_pplx": ("make_pplx",), "deberta_models": ("make_deberta",)}
     missing = []
     for module, names in wanted.items():
         try:

@@ -5,6 +5,7 @@ shows (gunicorn, signals, warmup, hang-ups, concurrency, real numbers) is in the
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -80,12 +81,24 @@ def test_embed_errors(embedder, body, status, error_type, message):
         assert response.json["error"] == message
 
 
-def test_framework_errors_are_plain_text(embedder):
+def test_framework_errors_are_plain_text_in_teis_words(embedder):
+    # serde's wording, path and position, as TEI's axum Json answers (tests/server/test_json_rejection.py).
     bad_json = embedder.post("/embed", data=b"{nope", content_type="application/json")
-    assert bad_json.status_code == 400 and bad_json.text.startswith("Failed to parse the request body as JSON")
-    for body in ({"inputs": 5}, {"nothing": 1}, {"inputs": "a", "normalize": "yes"}, {"inputs": "a", "dimensions": -1}):
-        wrong = embedder.post("/embed", json=body)
-        assert wrong.status_code == 422 and wrong.text.startswith("Failed to deserialize the JSON body"), body
+    assert bad_json.status_code == 400 and bad_json.mimetype == "text/plain"
+    assert bad_json.text == "Failed to parse the request body as JSON: key must be a string at line 1 column 2"
+    shape = "Failed to deserialize the JSON body into the target type: "
+    for body, text in (
+            ({"inputs": 5}, "inputs: data did not match any variant of untagged enum Input at line 1 column 13"),
+            ({"nothing": 1}, "missing field `inputs` at line 1 column 14"),
+            ({"inputs": "a", "normalize": "yes"},
+             'normalize: invalid type: string "yes", expected a boolean at line 1 column 34'),
+            ({"inputs": "a", "dimensions": -1}, "dimensions: invalid value: integer `-1`, expected usize at line 1 column 32")):
+        wrong = embedder.post("/embed", data=json.dumps(body), content_type="application/json")  # keys in order
+        assert (wrong.status_code, wrong.text) == (422, shape + text), body
+    pairs = embedder.post("/rerank", data=json.dumps({"query": "q", "texts": ["a", 2]}),
+                          content_type="application/json")
+    assert (pairs.status_code, pairs.text) == (422, shape + "texts[1]: invalid type: integer `2`, expected a string "
+                                                            "at line 1 column 31")
     assert embedder.post("/embed", data=b'{"inputs":"a"}').status_code == 415
     assert embedder.post("/nope", json={}).status_code == 404
     assert embedder.get("/embed").status_code == 405

@@ -25,7 +25,7 @@ TEXTS = ["short", "a query about jax", "the quick brown fox jumps over the lazy 
          "packing puts several sequences in one row", "données et modèle", "1 2 3 4 5 6 7 8 9",
          "the cat sat on the mat", "a longer passage " * 12, "end"]
 QUERY = "what is jax?"
-PALLAS = ("bert", "mpnet", "jina", "qwen3")  # padded, relative bias, ALiBi, causal + GQA
+PALLAS = ("bert", "mpnet", "jina", "qwen3", "deberta")  # padded, relative bias, ALiBi, causal + GQA, score bias
 
 
 def outputs(model, name: str) -> list[np.ndarray]:

@@ -41,6 +41,12 @@ def _jina():
     return fake_checkpoint(f"jina-tp-{MLP}", config, random_weights(published_shapes(config, False), seed=1))
 
 
+def _deberta():
+    from deberta_models import make_deberta
+
+    return make_deberta("v2-xlarge", tag="tp", intermediate_size=MLP)  # score bias + first-layer conv
+
+
 def _decoder(heads: int = 4, kv_heads: int = 2):
     from test_decoders import make_decoder
 
@@ -58,6 +64,7 @@ MODELS = {
     "modernbert": (lambda: _hf("modernbert"), (2,)),
     "mpnet": (lambda: _hf("mpnet"), (2,)),
     "jina": (_jina, (2,)),
+    "deberta": (_deberta, (2,)),
     "qwen3": (lambda: _decoder(8, 2), (2, 8)),  # kv heads 2 < 8: replicated at tp 8
     "reranker": (lambda: _bert("bert", "classification", pooling=None, num_labels=1), (2,)),
     "splade": (lambda: _bert("bert", "masked_lm", pooling=None), (2,)),

@@ -1,6 +1,6 @@
 """Every family at data-parallel 8, data 4 x tensor 2 and tensor 8 (the 8-head decoder) equals
 its single-device result (max abs 1e-5, float32), with the xla attention everywhere and the
-Pallas kernel under shard_map on four families; sizes that cannot work fail at load naming
+Pallas kernel under shard_map on five families; sizes that cannot work fail at load naming
 the field. All of it runs in one subprocess with 8 forced host devices
 (tests/sharding/multidevice_checks.py), started once for the module."""
 
@@ -46,7 +46,7 @@ def test_every_family_and_layout_was_checked(records):
         for tp in tps:
             assert (name, 8 // tp, tp, "xla") in seen
     assert (("qwen3", 1, 8, "xla")) in seen
-    assert {r["model"] for r in _parity(records) if r["attention"] == "pallas"} == {"bert", "mpnet", "jina", "qwen3"}
+    assert {r["model"] for r in _parity(records) if r["attention"] == "pallas"} == {"bert", "mpnet", "jina", "qwen3", "deberta"}
 
 
 @pytest.mark.parametrize("name", list(sharded_models.MODELS))
