@@ -47,6 +47,12 @@ def _deberta():
     return make_deberta("v2-xlarge", tag="tp", intermediate_size=MLP)  # score bias + first-layer conv
 
 
+def _gemma3():
+    from test_gemma3 import make_gemma3
+
+    return make_gemma3(tag=f"tp-{MLP}", intermediate_size=MLP)  # sliding + global layers
+
+
 def _decoder(heads: int = 4, kv_heads: int = 2):
     from test_decoders import make_decoder
 
@@ -65,6 +71,7 @@ MODELS = {
     "mpnet": (lambda: _hf("mpnet"), (2,)),
     "jina": (_jina, (2,)),
     "deberta": (_deberta, (2,)),
+    "gemma3": (_gemma3, (2,)),
     "qwen3": (lambda: _decoder(8, 2), (2, 8)),  # kv heads 2 < 8: replicated at tp 8
     "reranker": (lambda: _bert("bert", "classification", pooling=None, num_labels=1), (2,)),
     "splade": (lambda: _bert("bert", "masked_lm", pooling=None), (2,)),
