@@ -195,3 +195,15 @@ def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
     assert spent.get("attention scores, softmax, values", 0) > 0 and spent.get("layer norms", 0) > 0
     assert sum(result["share_of_op_time"].values()) == pytest.approx(1.0)
     assert 0 < result["matmul_seconds_share"] < 1
+
+
+def test_server_requests_of_varying_size_cover_every_text_once():
+    from tei_jax.bench import server_mode
+
+    bounds = server_mode.request_bounds(100, 8, 32, seed=0)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 100
+    assert all(a == b for (_, a), (b, _) in zip(bounds, bounds[1:]))  # contiguous, no overlap
+    assert all(8 <= end - start <= 32 for start, end in bounds[:-1])
+    assert len({end - start for start, end in bounds}) > 1
+    assert server_mode.request_bounds(100, 8, 32, seed=0) == bounds  # same requests for every server
+    assert server_mode.request_bounds(10, 4, None) == [(0, 4), (4, 8), (8, 10)]

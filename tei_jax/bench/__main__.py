@@ -69,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", nargs="+", choices=server_mode.PROTOCOLS, default=["http"],
                    help="server: what to measure on our server, in the same run: http (and the peer), grpc "
                         "(tei.v1 Embed unary and EmbedStream, on --grpc-port of the same process), or both")
+    p.add_argument("--peer-engine", choices=("torch", "optimum"), default="torch",
+                   help="server: infinity-emb's --engine (optimum: ONNX Runtime on an export of the same folder)")
+    p.add_argument("--batch-size-max", type=int, default=None,
+                   help="server: each request carries --batch-size..--batch-size-max texts (seeded), e.g. 8 and 32")
     p.add_argument("--peer-args", default="", help="server: extra arguments for infinity_emb v2")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="server: seconds to wait for readiness")
     p.add_argument("--allow-cpu", action="store_true", help="run a GPU-sized preset on CPU anyway")
@@ -135,6 +139,7 @@ def run(args: argparse.Namespace) -> dict:
             peer=args.peer, seed=args.seed, startup_timeout=args.startup_timeout,
             ours_args=tuple(args.server_args.split()), peer_args=tuple(args.peer_args.split()),
             work_dir=args.work_dir, allow_cpu=args.allow_cpu, router=tuple(args.router.split()),
+            batch_size_max=args.batch_size_max, peer_engine=args.peer_engine,
             protocols=tuple(dict.fromkeys(args.protocol)))
         targets = ("http" in args.protocol) * (2 if args.peer else 1) + ("grpc" in args.protocol) * 2
         progress = Progress(args.rounds * targets, enabled=not args.quiet)

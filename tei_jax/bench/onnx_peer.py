@@ -56,9 +56,10 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
-def export(folder: Path, out_dir: Path) -> OnnxExport:
-    """torch.onnx export of the folder's base model (last hidden state out), then onnxruntime's
-    BERT fusions when they apply; the unfused graph is kept when the optimizer fails."""
+def export(folder: Path, out_dir: Path, optimize: bool = True) -> OnnxExport:
+    """torch.onnx export of the folder's base model (last hidden state out) as `model.onnx`,
+    then (`optimize`) onnxruntime's BERT fusions when they apply, as `model-optimized.onnx`;
+    the unfused graph is kept when the optimizer fails."""
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -83,7 +84,7 @@ def export(folder: Path, out_dir: Path) -> OnnxExport:
         torch.onnx.export(LastHiddenState(model), example, str(raw), input_names=list(names),
                           output_names=["last_hidden_state"], dynamo=True, external_data=False,
                           dynamic_shapes={n: {0: batch, 1: seq} for n in names})
-    if config.model_type not in ("bert", "roberta", "xlm-roberta", "distilbert"):
+    if not optimize or config.model_type not in ("bert", "roberta", "xlm-roberta", "distilbert"):
         return OnnxExport(raw, names, False, {})
     try:
         from onnxruntime.transformers.optimizer import optimize_model

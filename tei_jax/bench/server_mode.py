@@ -13,6 +13,8 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..config import load_spec
 from . import grpc_loadgen, loadgen, presets, servers, workloads
 from .progress import Progress, Silent
@@ -29,6 +31,7 @@ class ServerOptions:
     workload: str = "short"
     count: int = 1024  # distinct texts cycled through by the clients
     batch_size: int = 1  # texts per request
+    batch_size_max: int | None = None  # if set, each request carries batch_size..batch_size_max texts (seeded)
     concurrency: int = 32
     duration: float | None = 20.0
     requests: int | None = None
@@ -40,6 +43,7 @@ class ServerOptions:
     startup_timeout: float = 900.0
     ours_args: tuple[str, ...] = ()
     peer_args: tuple[str, ...] = ()
+    peer_engine: str = "torch"  # infinity-emb's --engine: torch, or optimum (ONNX Runtime on an export we write)
     router: tuple[str, ...] = ()  # command that starts our server (default: servers.router_command())
     work_dir: Path | None = None
     allow_cpu: bool = False
@@ -59,6 +63,20 @@ def _device() -> str:
     return "cpu" if jax.default_backend() == "cpu" else "cuda"
 
 
+def request_bounds(count: int, size: int, size_max: int | None, seed: int = 0) -> list[tuple[int, int]]:
+    """[start, end) of each request's texts: `size` each, or sizes drawn uniformly from
+    size..size_max (the same for every server, from the seed)."""
+    if size_max is None or size_max <= size:
+        return [(i, min(i + size, count)) for i in range(0, count, size)]
+    rng = np.random.default_rng(seed + 7)
+    bounds, start = [], 0
+    while start < count:
+        end = min(count, start + int(rng.integers(size, size_max + 1)))
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 def run(options: ServerOptions, progress: Progress | None = None) -> dict:
     progress = progress or Silent()
     say = progress.note
@@ -69,8 +87,10 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
     folder = presets.materialize(preset, options.work_dir, options.seed)
     max_length = load_spec(folder).max_input_length
     work = workloads.make_workload(options.workload, options.count, folder, max_length, options.seed)
-    groups = [work.texts[i : i + options.batch_size] for i in range(0, len(work.texts), options.batch_size)]
-    group_tokens = [sum(work.lengths[i : i + options.batch_size]) for i in range(0, len(work.texts), options.batch_size)]
+    bounds = request_bounds(len(work.texts), options.batch_size, options.batch_size_max, options.seed)
+    groups = [work.texts[a:b] for a, b in bounds]
+    group_tokens = [sum(work.lengths[a:b]) for a, b in bounds]
+    group_sizes = [b - a for a, b in bounds]
     log_dir = Path(tempfile.mkdtemp(prefix="tei-jax-bench-logs-"))
 
     started: list[servers.ServerProcess] = []
@@ -98,7 +118,12 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
                 say("infinity-emb is not installed: measuring tei-jax alone")
             else:
                 say("starting infinity-emb")
-                process, target = servers.start_infinity(folder, servers.free_port(), log_dir, _device(), options.peer_args)
+                peer_folder = folder
+                if options.peer_engine == "optimum":
+                    say("exporting the model to ONNX for infinity-emb's optimum engine")
+                    peer_folder = servers.folder_with_onnx(folder, log_dir / "onnx-model")
+                process, target = servers.start_infinity(peer_folder, servers.free_port(), log_dir, _device(),
+                                                         options.peer_args, engine=options.peer_engine)
                 started.append(process)
                 startup[PEER] = process.wait_ready(target, options.startup_timeout)
                 targets.append(target)
@@ -124,7 +149,7 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
                 per_system[target.name]["rounds"].append({
                     "seconds": outcome["seconds"], "completed": done, "failed": outcome["failed"],
                     "requests_per_s": done / outcome["seconds"],
-                    "sequences_per_s": done * options.batch_size / outcome["seconds"],
+                    "sequences_per_s": sum(group_sizes[i % len(group_sizes)] for i in range(done)) / outcome["seconds"],
                     "tokens_per_s": tokens / outcome["seconds"]})
         padding = servers.scrape_metric(http_target.port, "padding_efficiency")
     finally:
@@ -165,6 +190,7 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
         "workload": {"name": work.name, "count": len(work.texts), "tokens": work.tokens,
                      "mean_tokens": work.tokens / len(work.texts), "note": work.note, "seed": options.seed},
         "batch_size": options.batch_size,
+        "batch_size_max": options.batch_size_max,
         "concurrency": options.concurrency,
         "duration_s": options.duration,
         "requests": options.requests,
@@ -174,5 +200,6 @@ def run(options: ServerOptions, progress: Progress | None = None) -> dict:
         "server_logs": str(log_dir),
         "commands": {p.name: p.command for p in started},
         "peer_version": servers.infinity_version(servers.find_infinity()) if PEER in results else None,
+        "peer_engine": options.peer_engine if PEER in results else None,
         "systems": results,
     }

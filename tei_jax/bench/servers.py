@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -80,14 +81,15 @@ def find_infinity() -> str | None:
 class ServerProcess:
     """A server subprocess with its log file; `stop()` ends it (and only it)."""
 
-    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: dict | None = None):
+    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: dict | None = None,
+                 cwd: Path | None = None):
         self.name = name
         self.command = list(command)
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})}, start_new_session=True)
+                                        env={**os.environ, **(env or {})}, start_new_session=True, cwd=cwd)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -138,15 +140,36 @@ def start_ours(folder: Path, port: int, log_dir: Path, dtype: str | None, extra:
     return ServerProcess("tei-jax", command, log_dir / "tei-jax.log"), Target("tei-jax", port, "/embed")
 
 
-def start_infinity(folder: Path, port: int, log_dir: Path, device: str, extra: Sequence[str] = ()) -> tuple[ServerProcess, Target]:
+def start_infinity(folder: Path, port: int, log_dir: Path, device: str, extra: Sequence[str] = (),
+                   engine: str = "torch") -> tuple[ServerProcess, Target]:
     binary = find_infinity()
     if binary is None:
         raise RuntimeError("infinity_emb is not installed")
-    command = [binary, "v2", "--model-id", str(folder), "--served-model-name", "bench", "--port", str(port),
-               "--engine", "torch", "--device", device, *extra]
+    # The optimum engine finds the ONNX file by globbing the model folder and hands optimum that
+    # path, which optimum only accepts relative to the folder: so run it from inside the folder.
+    cwd = Path(folder) if engine == "optimum" else None
+    command = [binary, "v2", "--model-id", "." if cwd else str(folder), "--served-model-name", "bench",
+               "--port", str(port), "--engine", engine, "--device", device, *extra]
     env = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-    return (ServerProcess("infinity-emb", command, log_dir / "infinity.log", env),
+    return (ServerProcess("infinity-emb", command, log_dir / "infinity.log", env, cwd=cwd),
             Target("infinity-emb", port, "/embeddings", served_name="bench"))
+
+
+def folder_with_onnx(folder: Path, dest: Path) -> Path:
+    """A copy of the model folder (files linked, ONNX files of its own left out) with
+    `model.onnx` added, exported by tei_jax.bench.onnx_peer without its own fusions:
+    infinity-emb's optimum engine takes the ONNX file it finds in the model folder and
+    optimises it itself."""
+    from .onnx_peer import export
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in Path(folder).iterdir():
+        target = dest / item.name
+        if not target.exists() and item.name != "onnx" and item.suffix != ".onnx":
+            target.symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    exported = export(folder, Path(tempfile.mkdtemp(prefix="tei-jax-onnx-")), optimize=False)
+    shutil.move(str(exported.path), str(dest / "model.onnx"))
+    return dest
 
 
 def scrape_metric(port: int, fragment: str) -> float | None:
