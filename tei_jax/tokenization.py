@@ -154,7 +154,7 @@ class Tokenizer:
             chars += len(pair)
         tokenizer = self._truncating[direction] if truncate else self._plain
         try:
-            encoding = tokenizer.encode(text, pair, add_special_tokens=special)
+            encoding = _encode_releasing_gil(tokenizer, text, pair, special)
         except Exception as exc:
             raise TokenizerError(f"tokenizer error {exc}") from exc
         n = len(encoding.ids)
@@ -222,6 +222,13 @@ class Tokenizer:
             return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except Exception as exc:
             raise TokenizerError(f"tokenizer error {exc}") from exc
+
+
+def _encode_releasing_gil(tokenizer: HFTokenizer, text: str, pair: str | None, special: bool):
+    """`tokenizer.encode`, through `encode_batch` of one: the same encoding, but tokenizers
+    releases the GIL in `encode_batch` only, and a 60 KB text takes tens of milliseconds, during
+    which every other Python thread of the server (HTTP, batching) would otherwise stand still."""
+    return tokenizer.encode_batch([text if pair is None else (text, pair)], add_special_tokens=special)[0]
 
 
 def rust_list(names) -> str:

@@ -159,16 +159,17 @@ def test_deberta_v3_base_shape_at_full_length():
     """deberta-v3-base's own config (hidden 768, 12 layers, 256 buckets over 512 positions;
     vocabulary cut to the test tokenizer's) at inputs up to 512 tokens, where every log bucket
     is reached, packed and alone. Random weights at transformers' initialisation."""
-    v3_base = dict(V3_BASE_SHAPE)
-    folder = make_deberta("v3", tag="base-shape", **v3_base)
+    folder = make_deberta("v3", tag="base-shape", **V3_BASE_SHAPE)
     model = tm.load_cached(folder, max_batch_tokens=1024)
     texts = tm.random_texts(np.random.default_rng(65), 4, 5, 40) + ["embeddings are vectors " * 200]
     items = [model.tokenizer.encode(t, truncate=True) for t in texts]
-    assert len(items[-1]) == 512
+    assert len(items[-1]) == 512 and _packs_rows(model, items)
     out, _ = torch_outputs(folder, items)
     ref = out.last_hidden_state.numpy()
     for k, hidden in enumerate(model.engine.run_all(EMBED_ALL, items)):
         assert np.abs(hidden - ref[k, : len(items[k])]).max() < TOL
+    alone = model.engine.run_all(EMBED_ALL, [items[0]])[0]
+    assert np.abs(alone - ref[0, : len(items[0])]).max() < TOL
 
 
 V3_BASE_SHAPE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
