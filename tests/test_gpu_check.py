@@ -34,6 +34,7 @@ def dry_run(tmp_path: Path, *extra: str, timeout: float = 1500) -> dict:
     return summary
 
 
+@pytest.mark.slow  # keeps the default suite under 10 minutes on 2 cores
 def test_dry_run_steps_on_cpu(tmp_path):
     """The machine, pytest, engine-bench and server steps of the GPU run, on the CPU backend."""
     summary = dry_run(tmp_path, "--steps", "machine,pytest,query16,startup", "--pytest-targets", CHEAP_PYTEST)
