@@ -77,6 +77,7 @@ def test_transformers_loads_the_saved_folder_with_no_missing_or_unexpected_weigh
         assert np.abs(out.last_hidden_state[0].numpy() - ours).max() < 1e-5
 
 
+@pytest.mark.slow  # 23 s; keeps the default suite under 10 minutes on 2 cores
 def test_sentence_transformers_gives_the_same_vectors_from_a_saved_minilm(tmp_path):
     from sentence_transformers import SentenceTransformer
 
