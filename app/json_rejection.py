@@ -658,6 +658,19 @@ class _Reader:
         problem = self.invalid_type(shape.expecting, path)
         raise problem
 
+    def _close(self, failure: "Rejection | _Custom | None", close, path: tuple) -> None:
+        """Read the container's closing bracket (serde reads it even after a failure inside),
+        then raise the first problem: a custom error placed where serde reports it, else the
+        syntax error."""
+        try:
+            close(path)
+        except Rejection as exc:
+            failure = failure or exc
+        if isinstance(failure, _Custom):
+            raise self.place(failure)
+        if failure is not None:
+            raise failure
+
     def _seq(self, shape: Seq, path: tuple) -> list:
         if self.ws() != 0x5B:
             raise self.invalid_type("a sequence", path)
@@ -672,14 +685,7 @@ class _Reader:
             failure = exc
         finally:
             self.depth -= 1
-        try:
-            self.end_seq(path)
-        except Rejection as exc:
-            failure = failure or exc
-        if isinstance(failure, _Custom):
-            raise self.place(failure)
-        if failure is not None:
-            raise failure
+        self._close(failure, self.end_seq, path)
         return items
 
     def _struct(self, shape: Struct, path: tuple) -> dict:
@@ -712,14 +718,7 @@ class _Reader:
             failure = exc
         finally:
             self.depth -= 1
-        try:
-            self.end_map(path)
-        except Rejection as exc:
-            failure = failure or exc
-        if isinstance(failure, _Custom):
-            raise self.place(failure)
-        if failure is not None:
-            raise failure
+        self._close(failure, self.end_map, path)
         return found
 
     def _struct_from_seq(self, shape: Struct, path: tuple) -> dict:
@@ -738,14 +737,7 @@ class _Reader:
             failure = exc
         finally:
             self.depth -= 1
-        try:
-            self.end_seq(path)
-        except Rejection as exc:
-            failure = failure or exc
-        if isinstance(failure, _Custom):
-            raise self.place(failure)
-        if failure is not None:
-            raise failure
+        self._close(failure, self.end_seq, path)
         return found
 
     def _unit_enum(self, shape: UnitEnum, path: tuple) -> str:
@@ -800,14 +792,7 @@ class _Reader:
             failure = exc
         finally:
             self.depth -= 1
-        try:
-            self.end_seq(path)
-        except Rejection as exc:
-            failure = failure or exc
-        if isinstance(failure, _Custom):
-            raise self.place(failure)
-        if failure is not None:
-            raise failure
+        self._close(failure, self.end_seq, path)
         return True
 
     def _predict_seq(self, shape: PredictInput, path: tuple) -> None:
