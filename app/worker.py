@@ -137,12 +137,9 @@ class TEIWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, lambda _sock: self._on_readable(conn))
 
     def _on_readable(self, conn: TConn) -> None:
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client left before finishing its request
             self._unregister(conn)
             self._drop(conn)
@@ -181,12 +178,9 @@ class TEIWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, lambda _sock: self._on_lingering_readable(conn))
 
     def _on_lingering_readable(self, conn: TConn) -> None:
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._end_lingering(conn)
 
@@ -270,3 +264,13 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
         sock.send(data)
     except OSError:
         pass
+
+
+def _receive(conn: TConn) -> bytes | None:
+    """What the socket has: None when nothing yet (spurious wake-up), b"" at EOF or on an error."""
+    try:
+        return conn.sock.recv(RECV_BYTES)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
