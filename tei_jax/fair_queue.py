@@ -80,6 +80,12 @@ class FairQueue:
     def __len__(self) -> int:
         return self._queued
 
+    def __iter__(self) -> Iterator[Entry]:
+        """Every queued entry, call by call (for inspection; cancelled ones included until dropped)."""
+        for caller in self._callers:
+            for group in caller.groups.values():
+                yield from group
+
     def caller(self) -> Caller:
         """A new call's place in the turn order (behind every call that arrived before it)."""
         return Caller(turn=next(self._turns))
