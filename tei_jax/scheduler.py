@@ -106,6 +106,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stop_warmup = threading.Event()  # set by stop(): shapes not started are not built
         self._dead: BaseException | None = None
         self.ready = threading.Event()  # serving: every batch has a built shape that holds it
         self.warmed = threading.Event()  # every shape built: from here on nothing compiles
@@ -137,8 +138,11 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Refuse new items; with `drain`, finish every queued and in-flight item first,
-        otherwise fail the queued ones. Returns True when the thread has ended."""
+        """Refuse new items and drop the warmup shapes not started yet (a process stopped
+        while warming up exits without compiling them); with `drain`, finish every queued and
+        in-flight item first, otherwise fail the queued ones. Returns True when the thread
+        has ended."""
+        self._stop_warmup.set()
         with self._cond:
             self._stopping = True
             if not drain:
@@ -266,7 +270,11 @@ class Scheduler:
         a failure before that stops the scheduler, one after it leaves the covering shapes
         serving and is logged."""
         try:
-            self.engine.warmup(progress=progress, covered=covered.set)
+            self.engine.warmup(progress=progress, covered=covered.set, stop=self._stop_warmup)
+            if self._stop_warmup.is_set():  # stopped part-way: `warmed` stays unset
+                log.info("warmup stopped by shutdown: %d of %d shapes built", self.engine.compile_count,
+                         len(self.engine.tasks) * len(self.policy.shapes()))
+                return
             self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
             self.warmed.set()
         except BaseException as exc:

@@ -255,6 +255,27 @@ def test_warmup_then_no_compilation_after_it_completes(model):
         scheduler.stop(timeout=30)
 
 
+def test_a_stopped_scheduler_does_not_finish_its_warmup(caplog):
+    """stop() reaches the warmup: a server told to stop while warming up exits without
+    compiling every remaining shape (a fresh engine, so nothing is built yet)."""
+    import tei_jax
+
+    folder = tm.make_model("bert", "base", seed=3)
+    tm.write_pooling(folder, "mean")
+    model = tei_jax.load(str(folder), max_batch_tokens=128)
+    total = len(model.engine.tasks) * len(model.engine.policy.shapes())
+    scheduler = Scheduler(model.engine)
+    assert scheduler.stop()  # before start: the warmup then builds only what it had started
+    with caplog.at_level("INFO", logger="tei_jax.scheduler"):
+        scheduler.start(warmup=True)
+        scheduler._thread.join(300)
+        for _ in range(600):
+            if "warmup stopped by shutdown" in caplog.text:
+                break
+            threading.Event().wait(0.1)
+    assert "warmup stopped by shutdown" in caplog.text
+    assert not scheduler.warmed.is_set() and model.compile_count < total
+
 
 def test_a_short_call_is_tokenized_while_a_huge_one_still_is(model, monkeypatch):
     # One client's 40 long inputs and another's one short query share one tokenizer thread:
