@@ -7,7 +7,9 @@ call with nothing in flight (earliest arrival first), then, between calls that a
 items in flight, the one that led least recently (round-robin). The leader's oldest bucket
 decides the batch: its items of that bucket and of narrower ones (same task) are the first
 candidates; the other calls' items of the same buckets follow, in turn order, to fill the room
-the leader leaves. A call alone leads every batch with the same candidates the oldest-first
+the leader leaves (not wider ones: they would make a short leader's batch as wide and as slow
+as a long one's; the price is that a short leader behind a wide call runs a small batch of its
+own, measured in the README). A call alone leads every batch with the same candidates the oldest-first
 queue gave it, so a single huge call's batches (and throughput) are what they were.
 
 Not thread-safe: the scheduler holds its lock around every call. Which candidates one batch
