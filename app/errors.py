@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 from flask import Response
 
-from tei_jax.errors import TEIError
+from tei_jax.errors import TEIError, ValidationError
 
 STATUS = {
     "Unhealthy": 503,
@@ -42,9 +42,12 @@ class PlainError(Exception):
         return Response(self.message, status=self.status, mimetype="text/plain")
 
 
-def batch_size_error(size: int, limit: int) -> TEIError:
-    from tei_jax.errors import ValidationError
+class BareValidationError(ValidationError):
+    """A refusal TEI's handler words itself (an `ErrorResponse` built there, such as a /vertex
+    instance serde refused): its text goes out without the core's prefix."""
 
+
+def batch_size_error(size: int, limit: int) -> TEIError:
     return ValidationError(f"batch size {size} > maximum allowed batch size {limit}")
 
 
@@ -60,7 +63,8 @@ def tei_text(error: TEIError) -> str:
     """The error text TEI would send for this error."""
     message = error.message
     prefix = PREFIX.get(error.error_type)
-    if prefix is None or message.startswith(prefix) or message in HANDLER_MESSAGES:
+    if prefix is None or message.startswith(prefix) or message in HANDLER_MESSAGES or isinstance(
+            error, BareValidationError):
         return message
     if message.startswith("batch size "):
         return message

@@ -19,6 +19,8 @@ import enum
 import math
 from typing import Any, Union
 
+import orjson
+
 
 class Category(enum.Enum):
     SYNTAX = 400
@@ -860,4 +862,23 @@ def rejection(body: bytes, shape: Struct) -> tuple[int, str] | None:
         return exc.category.value, exc.text()
     except RecursionError:
         return 400, f"{SYNTAX_PREFIX}recursion limit exceeded at line 1 column 1"
+    return None
+
+
+def value_rejection(value: Any, shape: Struct) -> str | None:
+    """serde_json::from_value's words for an already parsed JSON value that TEI's `shape`
+    refuses, None if TEI would take it. TEI reads each /vertex instance this way: serde's
+    message alone (a Value has no positions, and no serde_path_to_error path is kept), its
+    objects' keys visited in sorted order (serde_json's Map is a BTreeMap in TEI's build), and
+    a struct given as an array with elements left over refused by length, not as trailing
+    characters."""
+    reader = _Reader(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+    try:
+        reader.value(shape, ())
+    except Rejection as exc:
+        if isinstance(value, list) and exc.message == "trailing characters":
+            return f"invalid length {len(value)}, expected fewer elements in array"
+        return exc.message
+    except RecursionError:
+        return None
     return None

@@ -23,12 +23,12 @@ import pydantic
 from flask import Blueprint, Response, current_app, g, request
 
 from tei_jax import inputs
-from tei_jax.errors import TEIError, UnhealthyError, ValidationError
+from tei_jax.errors import TEIError, UnhealthyError
 from tei_jax.executor import Call, CallWithdrawn
 from tei_jax.tasks import Operation
 
 from . import client_watch, json_rejection, schemas
-from .errors import FAILURE_LABEL, PlainError, batch_size_error, tei_response
+from .errors import FAILURE_LABEL, BareValidationError, PlainError, batch_size_error, tei_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import Service, Timings
 
@@ -350,9 +350,11 @@ def vertex():
     if size > limit:  # all instances together, or one body could carry thousands of inputs
         g.batch_size_error = True
         raise batch_size_error(size, limit)
+    # Every instance is read before any runs, as TEI builds every instance's future first.
+    runs = [_vertex_one(model, instance) for instance in req.instances]
     predictions = []
-    for instance in req.instances:
-        body, _ = _vertex_one(model, instance)
+    for run, instance_req in runs:
+        body, _ = run(instance_req)
         g.pop("calls", None)
         predictions.append(body)
     return {"predictions": predictions}, service().timings(g.start)
@@ -367,22 +369,22 @@ def _instance_size(instance: Any) -> int:
     return max(1, inputs.embed_size(instance.get("inputs"))[0])
 
 
-def _vertex_one(model, instance: Any):
+def _vertex_one(model, instance: Any) -> tuple[Callable, pydantic.BaseModel]:
+    """The handler and request of one vertex instance: a rerank body if it reads as one, else
+    the request of the model's own operation, refused (422) in serde's words as TEI does."""
     try:
-        rerank_req = schemas.RerankRequest.model_validate(instance)
+        return do_rerank, schemas.RerankRequest.model_validate(instance)
     except pydantic.ValidationError:
-        rerank_req = None
-    if rerank_req is not None:
-        return do_rerank(rerank_req)
+        pass
     operation = default_operation(model)
     if operation in (Operation.RERANK, Operation.SIMILARITY):
         operation = Operation.PREDICT if operation is Operation.RERANK else Operation.EMBED
     model_cls, run = OPERATIONS[operation]
     try:
-        req = model_cls.model_validate(instance)
+        return run, model_cls.model_validate(instance)
     except pydantic.ValidationError as exc:
-        raise ValidationError(_summary(exc)) from None
-    return run(req)
+        text = json_rejection.value_rejection(instance, SHAPES[model_cls])
+        raise BareValidationError(text if text is not None else _summary(exc)) from None
 
 
 # Facts ---------------------------------------------------------------------------------------

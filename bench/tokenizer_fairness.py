@@ -12,6 +12,7 @@ x-queue-time and x-inference-time headers), which is where the tokenizer pool's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import requests
@@ -51,6 +53,37 @@ def percentiles(samples: list[tuple[float, float]]) -> dict:
     return figures
 
 
+@contextlib.contextmanager
+def running_server(repo: str, flags: list[str], log_path: Path) -> Iterator[str]:
+    """`python -m app.cli` from `repo` on a free port (extra `flags`), until /health is 200;
+    yields its URL and stops it (SIGTERM) afterwards. Its log goes to `log_path`."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(port),
+                                   *flags], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"server did not start (see {log_path})")
+                try:
+                    if requests.get(url + "/health", timeout=5).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            yield url
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", default=".", help="the checkout whose server is measured")
@@ -59,23 +92,7 @@ def main() -> None:
     parser.add_argument("--out", help="JSON file for the figures")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
-    log = open(Path(args.out or "/tmp/fairness").with_suffix(".log"), "wb")
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(port)],
-                              cwd=args.repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start (see {log.name})")
-            try:
-                if requests.get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    with running_server(args.repo, [], Path(args.out or "/tmp/fairness").with_suffix(".log")) as url:
         body = big_body()
         in_flight = threading.Event()
         stop = threading.Event()
@@ -124,14 +141,6 @@ def main() -> None:
         print(json.dumps(figures, indent=2))
         if args.out:
             Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 if __name__ == "__main__":

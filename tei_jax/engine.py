@@ -186,14 +186,16 @@ class Engine:
 
     def warmup(self, tasks: Sequence[str] | None = None, shapes: Sequence[BatchShape] | None = None,
                progress: Callable | None = None, workers: int | None = None,
-               covered: Callable[[], None] | None = None) -> int:
+               covered: Callable[[], None] | None = None, stop: threading.Event | None = None) -> int:
         """Build (or load from the store) every shape of the policy for the given tasks,
         several at a time (XLA compiles without holding the GIL); returns how many were new.
 
         Covering shapes come first (`warmup_order`); `covered()` is called once they are all
         built, when every batch can run. Until warmup returns, a batch whose own shape is not
         built yet runs on the smallest built shape that holds it (same result, more padding).
-        `progress(done, total, task, shape)` is called after each one."""
+        `progress(done, total, task, shape)` is called after each one. Once `stop` is set
+        (a server shutting down) the shapes not started are dropped, so the process can exit
+        without compiling them all; the count is then of those built."""
         order, cover_count = self.warmup_order(tasks, shapes)
         todo = [key for key in order if key not in self._compiled]
         pending_covers = {key for key in order[:cover_count] if key not in self._compiled}
@@ -214,6 +216,8 @@ class Engine:
                         pending_covers.discard((task, shape))
                         if not pending_covers and covered is not None:
                             covered()
+                    if stop is not None and stop.is_set():
+                        return sum(not f.cancel() for f in futures)  # done, or running (they finish)
         finally:
             with self._lock:
                 self._warming -= 1

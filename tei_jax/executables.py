@@ -20,6 +20,16 @@ arguments is rebuilt (with a warning unless it was simply missing) and overwritt
 served. Files are written to a temporary name and renamed, so two workers starting together
 never read a half-written entry. Entries are pickles, read only from our own cache folder:
 anyone who can write there can run code in the server, as with any cache of compiled code.
+
+Key folders would pile up (every upgrade of jax or tei_jax, every changed model or setting
+leaves one behind), so the first time a process stores an entry it prunes the folder
+(`prune`): folders built by another store format, tei_jax, jax or jaxlib version and unused for
+a day are removed (a day, not at once, so two installs sharing the folder do not wipe each
+other's entries on every start), then the least recently used folders until the whole is under
+`TEI_JAX_COMPILE_CACHE_MAX_MB` (default 2048; 0 turns the size cap off), and temporary files a
+crashed writer left. A folder's last use is its modification time, touched when a process first
+opens it. The folder in use is never removed; one removed under another process only makes that
+process rebuild what it then misses.
 """
 
 from __future__ import annotations
@@ -31,9 +41,11 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import struct
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -50,6 +62,11 @@ DIR_NAME = "executables"
 _HEADER = len(MAGIC) + 32  # magic + sha256 of the payload
 # Files of a model folder that do not change the compiled program (tokenizer and weights' values).
 _NOT_PROGRAM = re.compile(r"(^|/)(tokenizer(_config)?|special_tokens_map|vocab|added_tokens)\.json$")
+MAX_MB_ENV = "TEI_JAX_COMPILE_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
+OTHER_VERSION_IDLE_S = 24 * 3600  # a folder of other versions is kept this long after its last use
+STALE_TEMP_S = 3600  # a temporary file this old belongs to a writer that died
+VERSION_FIELDS = ("format", "tei_jax", "jax", "jaxlib")
 
 
 @dataclasses.dataclass
@@ -65,8 +82,12 @@ class StoreStats:
 class ExecutableStore:
     """One model's compiled executables on disk: `get(name, build, check)`."""
 
-    def __init__(self, root: Path | None, key: dict[str, Any] | None = None):
-        """`root` None turns the store off (every `get` builds)."""
+    def __init__(self, root: Path | None, key: dict[str, Any] | None = None, max_bytes: int | None = -1):
+        """`root` None turns the store off (every `get` builds). `max_bytes` caps the key
+        folders under `root` together (pruned on the first store; -1: from
+        TEI_JAX_COMPILE_CACHE_MAX_MB, None: no cap)."""
+        self.root = None if root is None else Path(root)
+        self.max_bytes = max_bytes_from_env() if max_bytes == -1 else max_bytes
         self.key = key or {}
         self.digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:32]
         self.folder = None if root is None else Path(root) / self.digest
@@ -74,6 +95,8 @@ class ExecutableStore:
         self._lock = threading.Lock()
         self._serializable = True
         self._described = False
+        self._touched = False
+        self._pruned = False
 
     @property
     def enabled(self) -> bool:
@@ -91,6 +114,7 @@ class ExecutableStore:
         path = self.path(name)
         existed = False
         if path is not None:
+            self._touch()
             try:
                 compiled = self._load(path, devices)
             except FileNotFoundError:
@@ -154,6 +178,32 @@ class ExecutableStore:
             with self._lock:
                 self.stats.write_failures += 1
             log.warning("could not store compiled executable %s: %s", path, exc)
+            return
+        self._prune_once()
+
+    def _touch(self) -> None:
+        """Mark the key folder used now (its modification time is what pruning reads)."""
+        if self._touched or self.folder is None:
+            return
+        self._touched = True
+        try:
+            os.utime(self.folder)
+        except OSError:
+            pass  # not created yet: its first entry will date it
+
+    def _prune_once(self) -> None:
+        with self._lock:
+            if self._pruned or self.folder is None:
+                return
+            self._pruned = True
+        try:
+            removed = prune(self.root, self.folder, self.key, self.max_bytes)
+        except OSError as exc:
+            log.warning("could not prune the executable store %s: %s", self.root, exc)
+            return
+        if removed:
+            log.info("executable store: removed %d stale key folder(s), %.1f MB", len(removed),
+                     sum(size for _, size in removed) / 1e6)
 
     def _describe(self) -> None:
         """key.json beside the entries: what they were built for, for a human reading the folder."""
@@ -161,6 +211,82 @@ class ExecutableStore:
             return
         self._described = True
         write_atomic(self.folder / "key.json", json.dumps(self.key, indent=1, sort_keys=True, default=str).encode())
+
+
+def max_bytes_from_env() -> int | None:
+    """The store's size cap from TEI_JAX_COMPILE_CACHE_MAX_MB (megabytes; 0: no cap)."""
+    value = os.environ.get(MAX_MB_ENV, "").strip()
+    try:
+        megabytes = float(value) if value else DEFAULT_MAX_MB
+    except ValueError:
+        log.warning("%s=%r is not a number of megabytes; using %d", MAX_MB_ENV, value, DEFAULT_MAX_MB)
+        megabytes = DEFAULT_MAX_MB
+    return None if megabytes <= 0 else int(megabytes * 1e6)
+
+
+def prune(root: Path, keep: Path, key: dict[str, Any], max_bytes: int | None,
+          now: float | None = None) -> list[tuple[Path, int]]:
+    """Remove stale key folders under `root` (never `keep`); returns (folder, bytes) removed.
+
+    First the folders whose key.json names another store format or tei_jax / jax / jaxlib
+    version than `key` (or has none) and that were last used over OTHER_VERSION_IDLE_S ago;
+    then, while the folders together exceed `max_bytes`, the least recently used ones. Last
+    use is a folder's modification time. Temporary files older than STALE_TEMP_S go too."""
+    now = time.time() if now is None else now
+    folders = []  # (last used, bytes, folder, same versions)
+    in_use = 0
+    for entry in os.scandir(root):
+        folder = Path(entry.path)
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            used = entry.stat().st_mtime  # before removing temporary files changes it
+            size = 0
+            for item in os.scandir(folder):
+                if not item.is_file(follow_symlinks=False):
+                    continue
+                info = item.stat()
+                if item.name.endswith(".tmp") and now - info.st_mtime > STALE_TEMP_S:
+                    _remove_file(Path(item.path))
+                else:
+                    size += info.st_size
+        except OSError:  # removed or changed by another process meanwhile
+            continue
+        if folder == keep:
+            in_use = size
+        else:
+            folders.append((used, size, folder, _same_versions(folder, key)))
+    removed, kept = [], []
+    for used, size, folder, same in folders:
+        if not same and now - used > OTHER_VERSION_IDLE_S:
+            removed.append((folder, size))
+        else:
+            kept.append((used, size, folder))
+    if max_bytes is not None:
+        total = in_use + sum(size for _, size, _ in kept)
+        for used, size, folder in sorted(kept, key=lambda row: row[0]):
+            if total <= max_bytes:
+                break
+            removed.append((folder, size))
+            total -= size
+    for folder, _ in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+def _same_versions(folder: Path, key: dict[str, Any]) -> bool:
+    try:
+        built_for = json.loads((folder / "key.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(built_for, dict) and all(built_for.get(f) == key.get(f) for f in VERSION_FIELDS)
+
+
+def _remove_file(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 _thread = threading.local()

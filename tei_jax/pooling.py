@@ -14,8 +14,10 @@ import numpy as np
 
 
 def _slot_masks(segment_ids: jax.Array, slots: int) -> jax.Array:
-    """[rows, seq, slots] boolean: token belongs to slot s+1."""
-    return segment_ids[:, :, None] == jnp.arange(1, slots + 1, dtype=segment_ids.dtype)
+    """[rows, slots, seq] boolean: token belongs to slot s+1. Slots come before tokens so the
+    pooling matmul is a plain [slots, seq] x [seq, d] product per row, which XLA's CPU
+    backend hands to its fast matmul (contracting the first axis instead ran ~3x slower)."""
+    return jnp.arange(1, slots + 1, dtype=segment_ids.dtype)[:, None] == segment_ids[:, None, :]
 
 
 def _gather_tokens(hidden: jax.Array, index: jax.Array) -> jax.Array:
@@ -37,18 +39,18 @@ def pool(hidden: jax.Array, segment_ids: jax.Array, slots: int, mode: str) -> ja
     masks = _slot_masks(segment_ids, slots)
     hidden32 = hidden.astype(jnp.float32)
     if mode == "cls":
-        return _gather_tokens(hidden32, jnp.argmax(masks, axis=1))
+        return _gather_tokens(hidden32, jnp.argmax(masks, axis=2))
     if mode == "last_token":
-        seq = masks.shape[1]
-        return _gather_tokens(hidden32, seq - 1 - jnp.argmax(masks[:, ::-1], axis=1))
+        seq = masks.shape[2]
+        return _gather_tokens(hidden32, seq - 1 - jnp.argmax(masks[:, :, ::-1], axis=2))
     if mode in ("max", "splade"):
         values = jnp.log1p(jax.nn.relu(hidden32)) if mode == "splade" else hidden32
         return _segment_max(values, segment_ids, slots)
     weights = masks.astype(jnp.float32)
     if mode == "weightedmean":  # sentence-transformers: weight = 1-based position in the sequence
-        weights = weights * jnp.cumsum(weights, axis=1)
-    sums = jnp.einsum("rls,rld->rsd", weights, hidden32)
-    totals = jnp.maximum(jnp.sum(weights, axis=1), 1e-9)[:, :, None]
+        weights = weights * jnp.cumsum(weights, axis=2)
+    sums = jnp.einsum("rsl,rld->rsd", weights, hidden32)
+    totals = jnp.maximum(jnp.sum(weights, axis=2), 1e-9)[:, :, None]
     if mode == "mean_sqrt_len":
         return sums / jnp.sqrt(totals)
     if mode in ("mean", "weightedmean"):

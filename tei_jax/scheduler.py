@@ -14,12 +14,16 @@ its own thread beside it: the batching thread serves as soon as every batch has 
 shape that holds it, and the engine runs a batch on such a shape until its own is built.
 
 Why not TEI's FIFO: TEI stops at the first item that does not fit, so one long input holds every
-short one behind it. Here the queue is split by (task, width bucket); each batch starts from
-the bucket whose oldest item has waited longest, takes that bucket's items and narrower ones
-as candidates, and lets the policy pack them at the width (that bucket's or a few steps wider)
-that wastes the least. Every item is the oldest of its bucket at some point, so
-nothing starves, and a long item never blocks short ones of another bucket. Candidates are
-picked under the queue lock; packing them runs outside it, so `submit` never waits on planning.
+short one behind it. Here the queue is split by call and (task, width bucket)
+(tei_jax/fair_queue.py): calls take turns leading a batch (a call with nothing in flight first,
+then round-robin), each batch starts from the leader's oldest bucket, takes the leader's items
+of that bucket and narrower ones, then other calls' items of the same buckets, and lets the
+policy pack them at the width (that bucket's or a few steps wider) that wastes the least. So a
+short request behind one huge call rides in the next batch instead of after all of the huge
+call's, a long item never blocks short ones of another bucket, and nothing starves. The
+leader's items are packed first; other calls' items fill the room it leaves (a batch that
+would push out one of the leader's items for them is not taken). Candidates are picked under
+the queue lock; packing them runs outside it, so `submit` never waits on planning.
 
 This is a library piece: no web framework here. Metrics are reported through callbacks.
 """
@@ -30,7 +34,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Callable, Sequence
 
@@ -40,6 +43,7 @@ from .batching import BatchShape, PackedBatch
 from .engine import Engine
 from .errors import BackendError, TEIError, UnhealthyError, ValidationError
 from .executor import Call, CallWithdrawn, Job, encode_timed
+from .fair_queue import Candidates, Entry, FairQueue
 from .pipeline import Finished, Pipeline, Planned
 from .tasks import Task
 from .tokenization import Encoded
@@ -75,17 +79,6 @@ class BatchStats:
         return self.shape.tokens
 
 
-@dataclasses.dataclass(eq=False)
-class _Entry:
-    task: str
-    item: Encoded
-    width: int
-    future: Future
-    enqueued: float
-    live: bool = True  # False once its future was found cancelled after placement
-    queued: bool = True  # False once taken into a batch or failed by stop()
-
-
 class Scheduler:
     """Queue + batching thread for one engine. `start()`, `submit()`, `stop()`."""
 
@@ -109,11 +102,11 @@ class Scheduler:
         self._on_batch = on_batch
         self._on_drop = on_drop
         self._on_done = on_done
-        self._groups: dict[tuple[str, int], deque[_Entry]] = {}
-        self._queued = 0
+        self._queue = FairQueue(self.policy.token_budget, self.policy.max_batch_requests, self._dropped)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stop_warmup = threading.Event()  # set by stop(): shapes not started are not built
         self._dead: BaseException | None = None
         self.ready = threading.Event()  # serving: every batch has a built shape that holds it
         self.warmed = threading.Event()  # every shape built: from here on nothing compiles
@@ -145,8 +138,11 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Refuse new items; with `drain`, finish every queued and in-flight item first,
-        otherwise fail the queued ones. Returns True when the thread has ended."""
+        """Refuse new items and drop the warmup shapes not started yet (a process stopped
+        while warming up exits without compiling them); with `drain`, finish every queued and
+        in-flight item first, otherwise fail the queued ones. Returns True when the thread
+        has ended."""
+        self._stop_warmup.set()
         with self._cond:
             self._stopping = True
             if not drain:
@@ -166,7 +162,7 @@ class Scheduler:
 
     @property
     def queue_size(self) -> int:
-        return self._queued
+        return len(self._queue)
 
     @property
     def padding_efficiency(self) -> float:
@@ -220,7 +216,8 @@ class Scheduler:
     # Submitting -------------------------------------------------------------------------------
     def submit(self, task: str, items: Sequence[Encoded]) -> list[Future]:
         """Queue each item on its own; returns one future per item, in order. A future's
-        result is a `Result`; an item longer than the widest shape fails its own future."""
+        result is a `Result`; an item longer than the widest shape fails its own future.
+        The items of one `submit` are one call: they take turns with other calls' items."""
         if task not in self.engine.tasks:
             raise BackendError(f"task {task!r} is not available for this model")
         task = Task(task)
@@ -231,6 +228,7 @@ class Scheduler:
                 raise UnhealthyError(f"the batching thread failed: {self._dead}")
             if self._stopping:
                 raise UnhealthyError("the server is shutting down")
+            caller = self._queue.caller()
             for item in items:
                 future: Future = Future()
                 futures.append(future)
@@ -239,9 +237,7 @@ class Scheduler:
                 except ValueError as exc:
                     future.set_exception(exc)
                     continue
-                self._groups.setdefault((task, width), deque()).append(
-                    _Entry(task, item, width, future, now))
-                self._queued += 1
+                self._queue.add(Entry(task, item, width, future, now, caller))
             self._cond.notify()
         return futures
 
@@ -274,7 +270,11 @@ class Scheduler:
         a failure before that stops the scheduler, one after it leaves the covering shapes
         serving and is logged."""
         try:
-            self.engine.warmup(progress=progress, covered=covered.set)
+            self.engine.warmup(progress=progress, covered=covered.set, stop=self._stop_warmup)
+            if self._stop_warmup.is_set():  # stopped part-way: `warmed` stays unset
+                log.info("warmup stopped by shutdown: %d of %d shapes built", self.engine.compile_count,
+                         len(self.engine.tasks) * len(self.policy.shapes()))
+                return
             self._compiles_at_ready = self._compiles_reported = self.engine.compile_count
             self.warmed.set()
         except BaseException as exc:
@@ -288,47 +288,26 @@ class Scheduler:
         pipeline = Pipeline(self.engine, on_dispatch=self._dispatched)
         while True:
             with self._cond:
-                while not self._queued and not pipeline.busy and not self._stopping:
+                while not self._queue and not pipeline.busy and not self._stopping:
                     self._cond.wait()
-                if not self._queued and not pipeline.busy:
+                if not self._queue and not pipeline.busy:
                     return  # stopping, and everything accepted has been answered
                 started = time.perf_counter()
-                candidates = self._candidates_of_oldest() if self._queued else None
-            planned = self._take(candidates, started) if candidates else None  # packs unlocked
+                candidates = self._queue.candidates() if self._queue else None
+            planned = self._take(candidates, started) if candidates and candidates.lead else None  # packs unlocked
             for finished in (pipeline.push(planned) if planned is not None else pipeline.drain()):
                 self._finish(finished)
 
-    def _candidates_of_oldest(self) -> list[tuple[tuple[str, int], _Entry]]:
-        """The next batch's candidates (the caller holds the lock): the oldest bucket's items,
-        then narrower buckets' items of the same task, oldest first, up to about two batches'
-        worth."""
-        self._drop_cancelled_heads()
-        heads = [(group[0].enqueued, key) for key, group in self._groups.items() if group]
-        if not heads:
-            return []
-        _, (task, width) = min(heads)
-        narrower = sorted((group[0].enqueued, w) for (t, w), group in self._groups.items()
-                          if t == task and w < width and group)
-        return self._candidates([(task, width)] + [(task, w) for _, w in narrower])
-
-    def _take(self, candidates: list[tuple[tuple[str, int], _Entry]], started: float) -> Planned | None:
-        """Pack the candidates (without the lock; the oldest item always goes in), then take
-        the packed ones off the queue; the rest stay queued in their order. None if the
-        queue was failed meanwhile (stop without drain)."""
-        packed = self.policy.pack([len(entry.item) for _, entry in candidates], first=0)
-        entries = [candidates[i][1] for i in packed.indices]
+    def _take(self, candidates: Candidates, started: float) -> Planned | None:
+        """Pack the candidates (without the lock; the leader's oldest item always goes in),
+        then take the packed ones off the queue; the rest stay queued in their order. None if
+        the queue was failed meanwhile (stop without drain)."""
+        packed, entries = self._pack(candidates)
         with self._cond:
             if not all(entry.queued for entry in entries):
                 return None
-            taken = {id(entry) for entry in entries}
-            for key in {key for key, _ in candidates}:
-                group = self._groups[key]
-                kept = [entry for entry in group if id(entry) not in taken]
-                group.clear()
-                group.extend(kept)
-            self._queued -= len(entries)
+            self._queue.take(entries)
             for entry in entries:
-                entry.queued = False
                 # Placed: from here on the client can no longer cancel it. If it was cancelled
                 # in the meantime, its slot is still computed but nobody is answered.
                 entry.live = entry.future.set_running_or_notify_cancel()
@@ -337,33 +316,27 @@ class Scheduler:
         batch = PackedBatch(list(range(len(entries))), packed.placements, packed.shape, packed.real_tokens)
         return Planned(entries[0].task, [e.item for e in entries], batch, tag=(entries, started))
 
-    def _candidates(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], _Entry]]:
-        """Queued items of these buckets, in order, until they hold about two batches' worth
-        of tokens (or the request cap); cancelled ones met on the way are dropped."""
-        budget = 2 * self.policy.token_budget
-        cap = self.policy.max_batch_requests
-        found, tokens = [], 0
-        for key in keys:
-            group = self._groups[key]
-            if any(entry.future.cancelled() for entry in group):
-                kept = [entry for entry in group if not entry.future.cancelled()]
-                self._queued -= len(group) - len(kept)
-                self._dropped(len(group) - len(kept))
-                group.clear()
-                group.extend(kept)
-            for entry in group:
-                if tokens >= budget or (cap is not None and len(found) >= cap):
-                    return found
-                found.append((key, entry))
-                tokens += len(entry.item)
-        return found
-
-    def _drop_cancelled_heads(self) -> None:
-        for group in self._groups.values():
-            while group and group[0].future.cancelled():
-                group.popleft()
-                self._queued -= 1
-                self._dropped(1)
+    def _pack(self, candidates: Candidates) -> tuple[PackedBatch, list[Entry]]:
+        """The leader's items packed alone; when they all fit and other calls wait, the batch
+        with other calls' items too, if it still holds every one of the leader's (first with
+        all of them, then with those no longer than the leader's shortest, which cannot
+        outrank its items in the planner's longest-first order). Packed indices map into the
+        returned entries' list order."""
+        lead = candidates.lead
+        lengths = [len(entry.item) for entry in lead]
+        alone = self.policy.pack(lengths, first=0)
+        chosen = [lead[i] for i in alone.indices]
+        if not candidates.others or len(alone.indices) < len(lead):
+            return alone, chosen
+        shortest = min(lengths)
+        for extra in (candidates.others, [e for e in candidates.others if len(e.item) <= shortest]):
+            if not extra:
+                continue
+            pool = lead + extra
+            filled = self.policy.pack([len(entry.item) for entry in pool], first=0)
+            if sum(1 for i in filled.indices if i < len(lead)) == len(lead):
+                return filled, [pool[i] for i in filled.indices]
+        return alone, chosen
 
     def _dropped(self, count: int) -> None:
         if self._on_drop is not None:
@@ -378,13 +351,15 @@ class Scheduler:
         self.real_tokens += batch.real_tokens
         self.computed_tokens += batch.shape.tokens
         if self._on_batch is not None:
-            self._on_batch(BatchStats(planned.task, len(entries), batch.shape, batch.real_tokens, self._queued,
+            self._on_batch(BatchStats(planned.task, len(entries), batch.shape, batch.real_tokens, len(self._queue),
                                       time.perf_counter() - started))
 
     def _finish(self, finished: Finished) -> None:
         """Answer a batch's futures with its outputs (or its error)."""
         entries, _ = finished.planned.tag
         task = finished.planned.task
+        with self._cond:
+            self._queue.finished(entries)
         if finished.error is not None:
             self._fail(entries, finished.error)
             self._done(task, len(entries), finished.device_time, False)
@@ -404,7 +379,7 @@ class Scheduler:
             except Exception:
                 log.exception("batch completion callback failed")
 
-    def _fail(self, entries: list[_Entry], exc: Exception) -> None:
+    def _fail(self, entries: list[Entry], exc: Exception) -> None:
         log.error("batch of %d items failed: %s", len(entries), exc)
         self.healthy = False
         error = exc if isinstance(exc, BackendError) else BackendError(f"Backend error: {exc}")
@@ -414,13 +389,9 @@ class Scheduler:
 
     def _fail_queued(self, error: Exception) -> None:
         """Fail every queued item (the caller holds the lock)."""
-        for group in self._groups.values():
-            while group:
-                entry = group.popleft()
-                entry.queued = False
-                if entry.future.set_running_or_notify_cancel():
-                    entry.future.set_exception(error)
-        self._queued = 0
+        for entry in self._queue.clear():
+            if entry.future.set_running_or_notify_cancel():
+                entry.future.set_exception(error)
 
     def _check_compiles(self, task: str, shape: BatchShape) -> None:
         """The witness of 'no compilation after warmup completes': loud if the count grew."""

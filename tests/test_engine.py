@@ -1,5 +1,7 @@
 """The engine's compile discipline: each shape once, warmup covers serving, nothing after."""
 
+import threading
+
 import jax
 import numpy as np
 import pytest
@@ -46,6 +48,18 @@ def test_no_compilation_while_serving_after_warmup(counter):
         counter.active = False
     assert counter.count == 0
     assert model.compile_count == compiled
+
+
+def test_a_stopped_warmup_builds_no_shape_it_had_not_started():
+    """A server stopped while warming up exits without compiling the remaining shapes."""
+    folder = tm.make_model("bert", "base", seed=3)
+    tm.write_pooling(folder, "mean")
+    model = tei_jax.load(str(folder), max_batch_tokens=128)
+    stop = threading.Event()
+    built = model.engine.warmup(workers=1, progress=lambda *_: stop.set(), stop=stop)
+    # The first shape, then the one the single worker had started meanwhile.
+    assert 1 <= built <= 2 < len(model.engine.policy.shapes()) * 2
+    assert model.compile_count == built
 
 
 def test_compile_counter_sees_a_new_shape(counter):

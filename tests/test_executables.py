@@ -168,6 +168,63 @@ def test_store_writes_are_whole_files_even_when_two_write_at_once(tmp_path):
     np.testing.assert_array_equal(loaded(np.arange(4, dtype=np.float32)), [0, 2, 4, 6])
 
 
+# Pruning stale key folders -------------------------------------------------------------------
+VERSIONS = {"format": 1, "tei_jax": "0.1.0", "jax": "0.10.2", "jaxlib": "0.10.2"}
+DAY = 24 * 3600
+
+
+def _key_folder(root, name, key, size, last_used, temp_age=None):
+    import json
+    import os
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    if key is not None:
+        (folder / "key.json").write_text(json.dumps(key))
+    (folder / "embed-1x16x4.jaxexe").write_bytes(b"x" * size)
+    if temp_age is not None:
+        temp = folder / ".embed-2x64x16.jaxexe.abc.tmp"
+        temp.write_bytes(b"t" * 10)
+        os.utime(temp, (last_used - temp_age, last_used - temp_age))
+    os.utime(folder, (last_used, last_used))
+    return folder
+
+
+def test_prune_removes_other_versions_unused_for_a_day_then_least_recently_used_beyond_the_cap(tmp_path):
+    from tei_jax.executables import prune
+
+    now = 1_000_000_000.0
+    old_jax = dict(VERSIONS, jax="0.9.0")
+    in_use = _key_folder(tmp_path, "current", VERSIONS, 100, now - 5 * DAY, temp_age=2 * 3600)
+    gone_version = _key_folder(tmp_path, "old-jax-idle", old_jax, 100, now - 2 * DAY)
+    kept_version = _key_folder(tmp_path, "old-jax-in-use", old_jax, 100, now - 60)  # another install
+    no_key = _key_folder(tmp_path, "no-key", None, 100, now - 3 * DAY)
+    lru = _key_folder(tmp_path, "same-oldest", VERSIONS, 300, now - 4 * DAY)
+    recent = _key_folder(tmp_path, "same-recent", VERSIONS, 300, now - DAY)
+    removed = prune(tmp_path, in_use, VERSIONS, max_bytes=850, now=now)
+    assert {folder.name for folder, _ in removed} == {gone_version.name, no_key.name, lru.name}
+    assert not gone_version.exists() and not no_key.exists() and not lru.exists()
+    assert kept_version.exists() and recent.exists()  # with their key.json files: 710 bytes left, under 850
+    assert [p.name for p in in_use.iterdir()] and not list(in_use.glob("*.tmp"))  # a dead writer's file
+    assert prune(tmp_path, in_use, VERSIONS, max_bytes=None, now=now) == []
+
+
+def test_the_first_store_prunes_and_the_cap_comes_from_the_environment(tmp_path, monkeypatch):
+    import time
+
+    from tei_jax.executables import ExecutableStore, max_bytes_from_env
+
+    monkeypatch.setenv("TEI_JAX_COMPILE_CACHE_MAX_MB", "0")
+    assert max_bytes_from_env() is None
+    monkeypatch.setenv("TEI_JAX_COMPILE_CACHE_MAX_MB", "1.5")
+    assert max_bytes_from_env() == 1_500_000
+    stale = _key_folder(tmp_path, "old", dict(VERSIONS, tei_jax="0.0.1"), 10, time.time() - 2 * DAY)
+    store = ExecutableStore(tmp_path, {**VERSIONS, "model": "m"})
+    compiled = jax.jit(lambda x: x + 1).lower(jax.ShapeDtypeStruct((2,), np.float32)).compile()
+    store.get("plus-one", lambda: compiled)
+    assert not stale.exists() and store.path("plus-one").exists()
+
+
 # Progressive warmup --------------------------------------------------------------------------
 @pytest.mark.parametrize("packing", [True, False])
 def test_covering_shapes_hold_every_shape_and_come_first(packing):

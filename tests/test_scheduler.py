@@ -255,6 +255,27 @@ def test_warmup_then_no_compilation_after_it_completes(model):
         scheduler.stop(timeout=30)
 
 
+def test_a_stopped_scheduler_does_not_finish_its_warmup(caplog):
+    """stop() reaches the warmup: a server told to stop while warming up exits without
+    compiling every remaining shape (a fresh engine, so nothing is built yet)."""
+    import tei_jax
+
+    folder = tm.make_model("bert", "base", seed=3)
+    tm.write_pooling(folder, "mean")
+    model = tei_jax.load(str(folder), max_batch_tokens=128)
+    total = len(model.engine.tasks) * len(model.engine.policy.shapes())
+    scheduler = Scheduler(model.engine)
+    assert scheduler.stop()  # before start: the warmup then builds only what it had started
+    with caplog.at_level("INFO", logger="tei_jax.scheduler"):
+        scheduler.start(warmup=True)
+        scheduler._thread.join(300)
+        for _ in range(600):
+            if "warmup stopped by shutdown" in caplog.text:
+                break
+            threading.Event().wait(0.1)
+    assert "warmup stopped by shutdown" in caplog.text
+    assert not scheduler.warmed.is_set() and model.compile_count < total
+
 
 def test_a_short_call_is_tokenized_while_a_huge_one_still_is(model, monkeypatch):
     # One client's 40 long inputs and another's one short query share one tokenizer thread:
@@ -286,3 +307,74 @@ def test_a_short_call_is_tokenized_while_a_huge_one_still_is(model, monkeypatch)
         assert order.index("short") < 20, order  # before: 40, behind the whole big call
     finally:
         assert scheduler.stop(timeout=10)
+
+
+class GatedEngine:
+    """A FakeEngine whose first dispatch waits for `gate`, so a test can queue more while the
+    first batch is on the device."""
+
+    def __init__(self):
+        from fake_engine import FakeEngine
+
+        self._fake = FakeEngine()
+        self.policy, self.tasks, self.compile_count = self._fake.policy, self._fake.tasks, 0
+        self.dispatched = self._fake.dispatched
+        self.first, self.gate = threading.Event(), threading.Event()
+
+    def dispatch(self, task, items, batch):
+        if not self.dispatched:
+            self.first.set()
+            assert self.gate.wait(30)
+        return self._fake.dispatch(task, items, batch)
+
+    def collect(self, task, items, batch, output):
+        return self._fake.collect(task, items, batch, output)
+
+
+def fake_items(first_id: int, count: int, length: int):
+    from tei_jax.tokenization import Encoded
+
+    return [Encoded((first_id,) + (5,) * (length - 1), (0,) * length, length) for _ in range(count)]
+
+
+def test_a_short_call_behind_a_huge_one_rides_in_the_next_batch():
+    # One call of 120 inputs (about 20 batches of 256 tokens), then, while its first batch
+    # is on the device, a one-input call of the same width. Oldest-first served the short
+    # one after all 120; with turns it leads the next batch, whose room the huge call fills.
+    engine = GatedEngine()
+    scheduler = Scheduler(engine)
+    scheduler.start(warmup=False)
+    try:
+        huge = scheduler.submit(EMBED, fake_items(7, 120, 40))
+        assert engine.first.wait(30)
+        [short] = scheduler.submit(EMBED, fake_items(9, 1, 40))
+        engine.gate.set()
+        assert list(short.result(timeout=30).output) == [9, 40]
+        for future in huge:
+            future.result(timeout=30)
+    finally:
+        assert scheduler.stop(timeout=30)
+    batches = engine.dispatched
+    assert len(batches) > 10
+    assert 9 in batches[1], [b.count(9) for b in batches]  # before: in the last batch
+    assert batches[1].count(7) > 0  # the huge call filled the room the short one left
+    assert sum(len(b) for b in batches) == 121
+
+
+def test_two_huge_calls_take_turns():
+    # Two calls of 60 inputs each, queued before the batcher starts: the batches alternate
+    # between them (before: every batch of the first call, then the second's).
+    engine = GatedEngine()
+    engine.gate.set()
+    scheduler = Scheduler(engine)
+    first = scheduler.submit(EMBED, fake_items(7, 60, 40))
+    second = scheduler.submit(EMBED, fake_items(8, 60, 40))
+    scheduler.start(warmup=False)
+    try:
+        for future in first + second:
+            future.result(timeout=30)
+    finally:
+        assert scheduler.stop(timeout=30)
+    leaders = [batch[0] for batch in engine.dispatched]
+    assert leaders[:6] == [7, 8, 7, 8, 7, 8], leaders
+    assert all(len(set(batch)) == 1 for batch in engine.dispatched[:6])  # each led batch is full

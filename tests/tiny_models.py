@@ -1,8 +1,10 @@
 """Tiny random models saved the way the hub publishes them (transformers' own weight names).
 
 Each factory builds a transformers model with a fixed seed, saves it with a tokenizer, and
-returns the folder; results are cached per session under one temporary root, so every test
-module shares the same folders and the same compiled shapes.
+returns the folder; results are cached per session under one temporary root (or
+TEI_JAX_TINY_MODELS, which may outlive a session), so every test module shares the same folders
+and the same compiled shapes. A folder counts as built only when every file its build wrote is
+there at the size written (`build_once`): a build killed half-way is built again.
 """
 
 from __future__ import annotations
@@ -12,11 +14,47 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 ROOT = Path(os.environ.get("TEI_JAX_TINY_MODELS") or tempfile.mkdtemp(prefix="tei-jax-tiny-"))
 _MINILM_TOKENIZER = None
+MANIFEST = ".complete.json"  # what a finished build wrote: {relative path: bytes}
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether `folder` holds every file its build wrote, each at the size it was written."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in manifest.items())
+
+
+def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, made by `build(into)` unless a whole earlier build is there. The build writes
+    into a fresh sibling folder, which gets a manifest of its files and is then renamed into
+    place, so a build that dies half-way leaves nothing that passes for a model."""
+    if is_complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build(staging)
+        manifest = {path.relative_to(staging).as_posix(): path.stat().st_size
+                    for path in sorted(staging.rglob("*")) if path.is_file()}
+        (staging / MANIFEST).write_text(json.dumps(manifest))
+        if folder.exists():
+            shutil.rmtree(folder)  # a half-written earlier build
+        os.replace(staging, folder)
+    except OSError:
+        if not is_complete(folder):  # else another process finished the same build first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def minilm_dir() -> Path:
@@ -45,9 +83,10 @@ def make_model(family: str, head: str = "base", num_labels: int = 2, seed: int =
     """Save a tiny random `family` model (bert, roberta, xlm-roberta, camembert, distilbert) with
     head base | classification | masked_lm, and return its folder (cached)."""
     key = f"{family}-{head}-{num_labels}-{seed}-" + "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-    folder = ROOT / key
-    if (folder / "config.json").exists():
-        return folder
+    return build_once(ROOT / key, lambda into: _save_model(into, family, head, num_labels, seed, overrides))
+
+
+def _save_model(folder: Path, family: str, head: str, num_labels: int, seed: int, overrides: dict) -> None:
     import torch
     import transformers
 
@@ -75,10 +114,8 @@ def make_model(family: str, head: str = "base", num_labels: int = 2, seed: int =
         for name, param in model.named_parameters():
             if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
                 param.add_(torch.randn_like(param) * 0.1)
-    folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     _copy_tokenizer(folder)
-    return folder
 
 
 def write_pooling(folder: Path, mode: str) -> None:

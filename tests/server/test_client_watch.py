@@ -97,5 +97,6 @@ def test_a_client_that_hangs_up_has_its_queued_items_withdrawn():
     polls = iter([False, False, True])
     with pytest.raises(CallWithdrawn):
         scheduler.run(Job(Task.EMBED, lambda: items), Call(gone=lambda: next(polls)))
-    assert all(entry.future.cancelled() for group in scheduler._groups.values() for entry in group)
+    queued = list(scheduler._queue)
+    assert len(queued) == 3 and all(entry.future.cancelled() for entry in queued)
     assert scheduler.queue_size == 3  # still queued, dropped (and counted) by the batching thread

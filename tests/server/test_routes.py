@@ -125,6 +125,29 @@ def test_embed_all_similarity_openai_tokenize_decode(embedder):
     assert embedder.post("/decode", json={"ids": []}).json["error"] == "`ids` cannot be empty"
 
 
+@pytest.mark.parametrize("instance, text", [
+    ({"inputs": 3}, "data did not match any variant of untagged enum Input"),
+    ({"input": "a"}, "missing field `inputs`"),
+    ({"inputs": "a", "normalize": "yes"}, 'invalid type: string "yes", expected a boolean'),
+    ({"normalize": "yes", "inputs": 3}, "data did not match any variant of untagged enum Input"),  # keys sorted
+    ({"inputs": "a", "truncation_direction": "up"}, "unknown variant `up`, expected `Left` or `Right`"),
+    ("a", 'invalid type: string "a", expected struct EmbedRequest'),
+    (["a", None, "Left", None, True, None, 1], "invalid length 7, expected fewer elements in array"),
+])
+def test_vertex_refuses_an_instance_in_serdes_words(embedder, instance, text):
+    # TEI reads each instance with serde_json::from_value: serde's message, no path, no position.
+    refused = embedder.post("/vertex", json={"instances": [{"inputs": "fine"}, instance]})
+    assert refused.status_code == 422
+    assert refused.json == {"error": text, "error_type": "Validation"}
+
+
+def test_vertex_refuses_a_classifier_instance_as_a_predict_body(classifier):
+    refused = classifier.post("/vertex", json={"instances": [{"inputs": []}]})
+    assert refused.status_code == 422 and refused.json["error"] == (
+        "invalid length 0, expected a string, a pair of strings [string, string] or a batch of mixed strings "
+        "and pairs [[string], [string, string], ...]")
+
+
 def test_default_routes_vertex_and_info(embedder):
     expected = embedder.post("/embed", json={"inputs": "hello"}).json
     for path in ("/", "/invocations"):

@@ -1,0 +1,47 @@
+"""The tiny-model cache: a folder counts as built only when every file its build wrote is whole."""
+
+from __future__ import annotations
+
+import tiny_models as tm
+
+
+def _build(into):
+    (into / "config.json").write_text("{}")
+    (into / "model.safetensors").write_bytes(b"w" * 64)
+    (into / "1_Pooling").mkdir()
+    (into / "1_Pooling" / "config.json").write_text("{}")
+
+
+def test_a_half_written_folder_is_built_again(tmp_path):
+    builds = []
+
+    def build(into):
+        builds.append(into)
+        _build(into)
+
+    folder = tmp_path / "bert-base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # a build that died before writing its weights
+    assert tm.build_once(folder, build) == folder and len(builds) == 1
+    assert (folder / "model.safetensors").stat().st_size == 64
+    assert tm.build_once(folder, build) == folder and len(builds) == 1  # whole: reused
+    (folder / "model.safetensors").write_bytes(b"w" * 10)  # truncated
+    tm.build_once(folder, build)
+    assert len(builds) == 2 and (folder / "model.safetensors").stat().st_size == 64
+    (folder / "1_Pooling" / "config.json").unlink()  # a file of a subfolder missing
+    tm.build_once(folder, build)
+    assert len(builds) == 3 and tm.is_complete(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["bert-base"]  # no staging folder left
+
+
+def test_a_failed_build_leaves_nothing_that_passes_for_a_model(tmp_path):
+    def dies(into):
+        (into / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    folder = tmp_path / "bert-base"
+    try:
+        tm.build_once(folder, dies)
+    except KeyboardInterrupt:
+        pass
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
