@@ -2,17 +2,20 @@
 its single-device result (max abs 1e-5, float32), with the xla attention everywhere and the
 Pallas kernel under shard_map on five families; sizes that cannot work fail at load naming
 the field. All of it runs in one subprocess with 8 forced host devices
-(tests/sharding/multidevice_checks.py), started once for the module."""
+(tests/sharding/multidevice_checks.py), started when collection finishes (head_start.py)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+import head_start
 import sharded_models
 from forced_devices import forced_devices_env
 
@@ -20,15 +23,46 @@ TOL = 1e-5
 HERE = Path(__file__).parent
 
 
+class ChecksRun:
+    """multidevice_checks.py running in its own process; `records()` waits for its output."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="tei-jax-multidevice-"))
+        models, self.out = self.folder / "models.json", self.folder / "out.json"
+        models.write_text(json.dumps(sharded_models.folders()))
+        self._stderr = open(self.folder / "stderr.txt", "wb")
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "multidevice_checks.py"), str(models), str(self.out)],
+                                     env=forced_devices_env(8), stdout=subprocess.DEVNULL, stderr=self._stderr)
+
+    def records(self) -> list[dict]:
+        try:
+            code = self.proc.wait(900)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        self._stderr.close()
+        assert code == 0, (self.folder / "stderr.txt").read_text(errors="replace")[-4000:]
+        return json.loads(self.out.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self._stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_checks() -> ChecksRun:
+    return ChecksRun()
+
+
 @pytest.fixture(scope="module")
-def records(tmp_path_factory) -> list[dict]:
-    folder = tmp_path_factory.mktemp("multidevice")
-    models, out = folder / "models.json", folder / "out.json"
-    models.write_text(json.dumps(sharded_models.folders()))
-    done = subprocess.run([sys.executable, str(HERE / "multidevice_checks.py"), str(models), str(out)],
-                          env=forced_devices_env(8), capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(out.read_text())
+def records() -> list[dict]:
+    run = head_start.take("multidevice", start_checks)  # begun when collection finished
+    try:
+        return run.records()
+    finally:
+        run.stop()
 
 
 def _parity(records):
