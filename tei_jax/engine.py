@@ -144,15 +144,18 @@ class Engine:
         future.set_result(fn)
         return fn
 
-    def lower(self, task: str, shape: BatchShape, params=None):
+    def lower(self, task: str, shape: BatchShape, params=None, platforms: Sequence[str] | None = None):
         """`jax.jit(forward)` lowered for (task, shape) on this placement: parameters on their
         shardings, the batch's rows split over the mesh's `data` axis, outputs likewise.
         `params` may be abstract (jax.ShapeDtypeStruct with shardings: ahead-of-time lowering
-        for a device topology that is not attached, e.g. a TPU slice)."""
+        for a device topology that is not attached, e.g. a TPU slice). `platforms` lowers for
+        other platforms than the devices' own (("cuda",) on a CPU machine: StableHLO to read,
+        not to compile here)."""
         params = self.params if params is None else params
         ints = jax.ShapeDtypeStruct((shape.rows, shape.width), jnp.int32, sharding=self.placement.rows)
         with jax.set_mesh(self.placement.mesh):  # the Pallas kernel's shard_map reads it
-            return self._jitted[task].lower(params, ints, ints, ints, ints, shape.slots)
+            traced = self._jitted[task].trace(params, ints, ints, ints, ints, shape.slots)
+            return traced.lower(lowering_platforms=tuple(platforms) if platforms else None)
 
     def _takes(self, compiled, shape: BatchShape) -> bool:
         """Whether a loaded executable takes this engine's parameters and (task, shape)'s arrays."""

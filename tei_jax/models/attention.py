@@ -106,6 +106,14 @@ def _xla_attention(q, k, v, segment_ids, causal, bias, slopes, scale, window=Non
 
 def _cudnn_attention(q, k, v, segment_ids, causal, bias, scale):
     lengths = jnp.sum(segment_ids > 0, axis=1).astype(jnp.int32)
+    mesh = _active_mesh()
+    if mesh is not None:
+        # cuDNN's custom partitioner runs on each device's rows and heads, and refuses q, k, v
+        # sharded differently ("Query, key and value should have same sharding"): kv heads
+        # left whole (fewer than the model axis) are repeated and all three are pinned alike.
+        k, v, spec = _split_like_queries(mesh, q, k, v)
+        q, k, v = (jax.lax.with_sharding_constraint(x, spec) for x in (q, k, v))
+        lengths = jax.lax.with_sharding_constraint(lengths, PartitionSpec(spec[0]))
     if bias is not None:
         bias = bias.astype(q.dtype)
     return jax.nn.dot_product_attention(
@@ -122,17 +130,24 @@ def _active_mesh():
     return mesh
 
 
-def _sharded_kernel(kernel, mesh, q, k, v, segment_ids, bias, alibi):
-    """A Pallas kernel is opaque to XLA's partitioner, so run it under `shard_map`: rows over
-    `data`, heads over `model`, each device attending its own rows and heads. KV heads that
-    do not split (fewer than the model axis) are repeated up to the query heads first."""
+def _split_like_queries(mesh, q, k, v):
+    """k and v ready to split like q on the mesh, and that [batch, seq, heads, head_dim] spec:
+    rows over `data`, heads over `model`. KV heads that do not split (fewer than the model
+    axis) are repeated up to the query heads first."""
     heads, data, model = q.shape[2], mesh.shape["data"], mesh.shape["model"]
     row = "data" if q.shape[0] % data == 0 else None
     head = "model" if heads % model == 0 else None
     if head is not None and k.shape[2] % model:
         k = jnp.repeat(k, heads // k.shape[2], axis=2)
         v = jnp.repeat(v, heads // v.shape[2], axis=2)
-    qkv = PartitionSpec(row, None, head, None)
+    return k, v, PartitionSpec(row, None, head, None)
+
+
+def _sharded_kernel(kernel, mesh, q, k, v, segment_ids, bias, alibi):
+    """A Pallas kernel is opaque to XLA's partitioner, so run it under `shard_map`: rows over
+    `data`, heads over `model`, each device attending its own rows and heads."""
+    k, v, qkv = _split_like_queries(mesh, q, k, v)
+    row, head = qkv[0], qkv[2]
     args, specs = [q, k, v, segment_ids], [qkv, qkv, qkv, PartitionSpec(row, None)]
     if bias is not None:
         bias = jnp.reshape(bias, (1,) * (4 - bias.ndim) + bias.shape)
