@@ -22,7 +22,7 @@ import numpy as np
 
 from . import inputs as tei_inputs
 from . import chunking, executables, functional, models
-from .batching import ShapePolicy
+from .batching import EXACT_ROWS, ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
 from .engine import Engine
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # Measured on 2 CPU cores (MiniLM, 512 mixed-length texts): 1k-token batches ran 155 seq/s,
 # 2k 148, 3k 140, 16k 101: small batches keep their activations in cache.
 CPU_BATCH_TOKENS = 1024
+CPU_EXACT_ROWS = 16  # ShapePolicy.exact_rows on CPU: short-query calls round up to fewer padded rows
 
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 PredictInput = Union[str, Sequence[str], Sequence[Sequence[str]]]
@@ -449,7 +450,8 @@ def load(
     policy = ShapePolicy(max_input_length, max_batch_tokens, max_batch_requests,
                          packing=packing and implementation != "cudnn", batch_tokens=batch_tokens,
                          attention_cost=ShapePolicy.attention_cost_for(spec.hidden_size, backend),
-                         row_multiple=placement.data_size)
+                         row_multiple=placement.data_size,
+                         exact_rows=CPU_EXACT_ROWS if backend == "cpu" else EXACT_ROWS)
     engine = Engine(spec, arch, params, policy, dense, placement)
     log.info("placement: %s; parameters: %s", placement.key(), placement.summary(engine.params, engine.param_shardings))
     if cache_folder is not None:

@@ -106,6 +106,25 @@ def test_row_ladder_and_request_cap():
     assert all(len(b.indices) <= 5 for b in policy.plan([4] * 23))
 
 
+def test_exact_rows_compiles_every_row_count_up_to_it_and_pads_short_calls_less():
+    assert row_ladder(40, exact=16) == list(range(1, 17)) + [20, 24, 28, 32, 40]
+    cpu = dict(max_batch_tokens=16384, batch_tokens=1024, attention_cost=ShapePolicy.attention_cost_for(384, "cpu"))
+    eight = ShapePolicy(256, **cpu)  # MiniLM's policy on CPU before exact_rows
+    sixteen = ShapePolicy(256, **cpu, exact_rows=16)
+    assert sixteen.row_counts(64) == list(range(1, 17))
+    assert set(eight.shapes()) < set(sixteen.shapes())
+    # The bench's short workload (8-32 tokens, calls of 32): 11 rows of 64 no longer round up to 12.
+    lengths = np.random.default_rng(0).integers(8, 33, size=512).tolist()
+    calls = [lengths[i:i + 32] for i in range(0, 512, 32)]
+    by_eight = [b for call in calls for b in eight.plan(call)]
+    by_sixteen = [b for call in calls for b in sixteen.plan(call)]
+    assert any(b.shape.rows == 11 for b in by_sixteen)
+    assert padding_efficiency(by_sixteen) > padding_efficiency(by_eight) + 0.01
+    assert all(b.shape in sixteen.shapes() for b in by_sixteen)
+    with pytest.raises(ValueError):
+        ShapePolicy(256, exact_rows=0)
+
+
 def test_too_long_raises():
     with pytest.raises(ValueError):
         ShapePolicy(64).width_for(65)  # seq_bucket, its dead alias, is gone
