@@ -8,6 +8,7 @@ warmup short: max_input_length 128 and a small --max-batch-tokens give a handful
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,6 +72,21 @@ class Server:
             if not self._ready:
                 time.sleep(0.25)
         return self
+
+    def wait_warmed(self, timeout: float = READY_TIMEOUT_S) -> str:
+        """Wait until every warmup shape is built (/health is 200 earlier, once requests are
+        coverable); the compile counter only counts after that. Returns the /metrics text."""
+        self.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            metrics = requests.get(self.url + "/metrics", timeout=10).text
+            ready = float(re.search(r"^te_warmup_shapes_ready (\S+)$", metrics, re.M).group(1))
+            total = float(re.search(r"^te_warmup_shapes (\S+)$", metrics, re.M).group(1))
+            if total > 0 and ready >= total:
+                return metrics
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.name}: {ready:.0f} of {total:.0f} shapes after {timeout}s")
+            time.sleep(0.1)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

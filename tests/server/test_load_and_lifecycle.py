@@ -25,6 +25,8 @@ def test_200_concurrent_mixed_requests_equal_single_answers(embed_server, auth):
         else:
             bodies.append({"inputs": tm.random_texts(rng, 1, 1, 150)[0]})
     url = embed_server.url + "/embed"
+    # Only compiles after the whole warmup count; /health alone would let this check pass early.
+    embed_server.wait_warmed()
 
     def call(body):
         response = requests.post(url, json=body, headers=auth, timeout=120)
