@@ -35,6 +35,7 @@ process rebuild what it then misses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -66,7 +67,7 @@ MAX_MB_ENV = "TEI_JAX_COMPILE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 2048
 OTHER_VERSION_IDLE_S = 24 * 3600  # a folder of other versions is kept this long after its last use
 STALE_TEMP_S = 3600  # a temporary file this old belongs to a writer that died
-VERSION_FIELDS = ("format", "tei_jax", "jax", "jaxlib")
+VERSION_FIELDS = ("format", "tei_jax", "tei_jax_code", "jax", "jaxlib")
 
 
 @dataclasses.dataclass
@@ -324,6 +325,18 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 # The key ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def engine_code_digest() -> str:
+    """SHA-256 over the engine's own Python sources (tei_jax/**/*.py). The version string alone
+    does not change when a checkout or an editable install is edited, and an entry compiled from
+    other layer or attention code must never be served."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def model_files_digest(model_dir: Path) -> str:
     """SHA-256 over what a model folder says about the program: its JSON files (config,
     pooling, Dense modules, sentence-transformers settings; not the tokenizer's) and the
@@ -365,6 +378,7 @@ def engine_key(engine: "Engine", model_dir: Path | None, dtype: str, attention: 
     return {
         "format": FORMAT,
         "tei_jax": __version__,
+        "tei_jax_code": engine_code_digest(),
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "backend": jax.default_backend(),

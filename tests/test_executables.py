@@ -13,7 +13,7 @@ import pytest
 import tiny_models as tm
 
 import tei_jax
-from tei_jax import compile_cache
+from tei_jax import compile_cache, executables
 from tei_jax.batching import BatchShape, ShapePolicy
 from tei_jax.engine import EMBED, EMBED_ALL, covering_shapes, holds
 from tei_jax.executables import MAGIC, ExecutableStore
@@ -88,9 +88,20 @@ def test_a_changed_key_does_not_reuse_entries(folder, tmp_path, change):
 def test_the_key_names_model_dtype_shapes_attention_devices_and_versions(folder, tmp_path):
     key = _load(folder, tmp_path).engine.store.key
     for field in ("model_files", "dtype", "shape_policy", "attention", "placement", "jax", "jaxlib", "tei_jax",
-                  "params", "backend"):
+                  "tei_jax_code", "params", "backend"):
         assert key[field], field
     assert "max_batch_tokens=256" in key["shape_policy"]
+
+
+def test_edited_engine_code_does_not_reuse_entries(folder, tmp_path, monkeypatch):
+    """Same version string, other sources (an edited checkout): nothing is served."""
+    base = _load(folder, tmp_path)
+    base.engine.warmup(shapes=SHAPES[:1], workers=1)
+    monkeypatch.setattr(executables, "engine_code_digest", lambda: "0" * 64)
+    edited = _load(folder, tmp_path)
+    assert edited.engine.store.digest != base.engine.store.digest
+    edited.engine.warmup(shapes=SHAPES[:1], workers=1)
+    assert edited.engine.store.stats.loaded == 0 and edited.engine.store.stats.built == 2
 
 
 def _damage_truncate(path):
