@@ -45,3 +45,21 @@ def test_a_failed_build_leaves_nothing_that_passes_for_a_model(tmp_path):
     except KeyboardInterrupt:
         pass
     assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_build_that_copies_a_built_folder_is_complete_and_reused(tmp_path):
+    """Derived models copy a base folder, manifest included: that copy must not count as one of
+    the derived folder's own files (its size changes when the new manifest is written)."""
+    import shutil
+
+    base = tm.build_once(tmp_path / "base", _build)
+    builds = []
+
+    def derived(into):
+        builds.append(into)
+        shutil.copytree(base, into, dirs_exist_ok=True)
+        (into / "config.json").write_text('{"model_type": "derived"}')
+
+    folder = tm.build_once(tmp_path / "derived", derived)
+    assert tm.is_complete(folder) and len(builds) == 1
+    assert tm.build_once(folder, derived) == folder and len(builds) == 1

@@ -43,8 +43,9 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         build(staging)
+        # (a build that copied another built folder copied its manifest too: not a file of its own)
         manifest = {path.relative_to(staging).as_posix(): path.stat().st_size
-                    for path in sorted(staging.rglob("*")) if path.is_file()}
+                    for path in sorted(staging.rglob("*")) if path.is_file() and path.name != MANIFEST}
         (staging / MANIFEST).write_text(json.dumps(manifest))
         if folder.exists():
             shutil.rmtree(folder)  # a half-written earlier build

@@ -27,29 +27,29 @@ def make_deberta(variant: str = "v3", head: str = "base", num_labels: int = 2, p
     """Save a tiny random DeBERTa-v2 `variant` with head base | classification | masked_lm."""
     key = f"deberta-{variant}-{head}-{num_labels}-{tag}-" + "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     folder = tm.ROOT / key
-    if (folder / "config.json").exists():
-        return folder
-    import torch
-    import transformers
+    def build(into: Path) -> None:
+        import torch
+        import transformers
 
-    torch.manual_seed(13)
-    # initializer_range 0.2 (not 0.02): logits of order one, so positions visibly steer attention
-    kwargs = dict(tm.TINY, layer_norm_eps=1e-7, hidden_act="gelu", pad_token_id=0, initializer_range=0.2,
-                  **VARIANTS[variant])
-    kwargs.update(overrides)
-    config = transformers.DebertaV2Config(**kwargs)
-    if head == "classification":
-        config.num_labels = num_labels
-        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        config.label2id = {v: k for k, v in config.id2label.items()}
-    model = getattr(transformers, _HEADS[head])(config).eval()
-    with torch.no_grad():  # random biases and norm scales, so those weights are really tested
-        for _, param in model.named_parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param) * 0.1)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tm._copy_tokenizer(folder)
-    if head == "base" and pooling:
-        tm.write_pooling(folder, pooling)
-    return folder
+        torch.manual_seed(13)
+        # initializer_range 0.2 (not 0.02): logits of order one, so positions visibly steer attention
+        kwargs = dict(tm.TINY, layer_norm_eps=1e-7, hidden_act="gelu", pad_token_id=0, initializer_range=0.2,
+                      **VARIANTS[variant])
+        kwargs.update(overrides)
+        config = transformers.DebertaV2Config(**kwargs)
+        if head == "classification":
+            config.num_labels = num_labels
+            config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            config.label2id = {v: k for k, v in config.id2label.items()}
+        model = getattr(transformers, _HEADS[head])(config).eval()
+        with torch.no_grad():  # random biases and norm scales, so those weights are really tested
+            for _, param in model.named_parameters():
+                if param.ndim == 1:
+                    param.add_(torch.randn_like(param) * 0.1)
+        into.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(into, safe_serialization=True)
+        tm._copy_tokenizer(into)
+        if head == "base" and pooling:
+            tm.write_pooling(into, pooling)
+
+    return tm.build_once(folder, build)

@@ -33,33 +33,33 @@ def hf_model(kind: str, head: str = "base", num_labels: int = 2, seed: int = 0, 
     """A tiny random transformers model saved with the hub's weight names (cached)."""
     key = f"hf-{kind}-{head}-{num_labels}-{seed}-" + "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     folder = tm.ROOT / key
-    if (folder / "config.json").exists():
-        return folder
-    import torch
-    import transformers
+    def build(into: Path) -> None:
+        import torch
+        import transformers
 
-    torch.manual_seed(seed)
-    config_name, prefix = _HF_CLASSES[kind]
-    kwargs = dict(tm.TINY, vocab_size=VOCAB)
-    if kind == "modernbert":
-        kwargs.update(pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102)
-    if kind == "mpnet":
-        kwargs.update(max_position_embeddings=130)
-    kwargs.update(overrides)
-    config = getattr(transformers, config_name)(**kwargs)
-    if head == "classification":
-        config.num_labels = num_labels
-        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        config.label2id = {v: k for k, v in config.id2label.items()}
-    model = getattr(transformers, prefix + _HEADS[head])(config).eval()
-    with torch.no_grad():  # random biases and norm scales, so those weights are really tested
-        for _, param in model.named_parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param) * 0.1)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tm._copy_tokenizer(folder)
-    return folder
+        torch.manual_seed(seed)
+        config_name, prefix = _HF_CLASSES[kind]
+        kwargs = dict(tm.TINY, vocab_size=VOCAB)
+        if kind == "modernbert":
+            kwargs.update(pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102)
+        if kind == "mpnet":
+            kwargs.update(max_position_embeddings=130)
+        kwargs.update(overrides)
+        config = getattr(transformers, config_name)(**kwargs)
+        if head == "classification":
+            config.num_labels = num_labels
+            config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            config.label2id = {v: k for k, v in config.id2label.items()}
+        model = getattr(transformers, prefix + _HEADS[head])(config).eval()
+        with torch.no_grad():  # random biases and norm scales, so those weights are really tested
+            for _, param in model.named_parameters():
+                if param.ndim == 1:
+                    param.add_(torch.randn_like(param) * 0.1)
+        into.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(into, safe_serialization=True)
+        tm._copy_tokenizer(into)
+
+    return tm.build_once(folder, build)
 
 
 def torch_outputs(folder: Path, items, head: str = "base"):

@@ -51,33 +51,33 @@ def make_decoder(family: str, head: str = "base", num_labels: int = 3, tag: str 
     """A tiny random `family` model (head base | classification) saved with MiniLM's tokenizer,
     last-token pooling and an instruction prompt; cached per session like tiny_models."""
     folder = tm.ROOT / f"decoder-{family}-{head}-{num_labels}-{tag}"
-    if (folder / "config.json").exists():
-        return folder
-    import torch
-    import transformers
+    def build(into) -> None:
+        import torch
+        import transformers
 
-    torch.manual_seed(len(family) + num_labels)
-    kwargs = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=37, vocab_size=30522, max_position_embeddings=128, pad_token_id=0,
-                  rms_norm_eps=1e-6, **_FAMILY_CONFIG[family])
-    kwargs.update(overrides)
-    if head == "classification":
-        kwargs["id2label"] = dict(enumerate(_LABELS[num_labels]))
-        kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
-    config = getattr(transformers, _CLASSES[family] + "Config")(**kwargs)
-    suffix = "Model" if head == "base" else "ForSequenceClassification"
-    model = getattr(transformers, _CLASSES[family] + suffix)(config).eval()
-    with torch.no_grad():  # norms start at one and biases at zero: make them matter
-        for name, param in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                param.add_(torch.randn_like(param) * 0.1)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    shutil.copy(tm.minilm_dir() / "tokenizer.json", folder / "tokenizer.json")
-    tm.write_pooling(folder, "last_token")
-    (folder / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": {"query": QUERY_PROMPT, "document": ""}, "default_prompt_name": None}))
-    return folder
+        torch.manual_seed(len(family) + num_labels)
+        kwargs = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=37, vocab_size=30522, max_position_embeddings=128, pad_token_id=0,
+                      rms_norm_eps=1e-6, **_FAMILY_CONFIG[family])
+        kwargs.update(overrides)
+        if head == "classification":
+            kwargs["id2label"] = dict(enumerate(_LABELS[num_labels]))
+            kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
+        config = getattr(transformers, _CLASSES[family] + "Config")(**kwargs)
+        suffix = "Model" if head == "base" else "ForSequenceClassification"
+        model = getattr(transformers, _CLASSES[family] + suffix)(config).eval()
+        with torch.no_grad():  # norms start at one and biases at zero: make them matter
+            for name, param in model.named_parameters():
+                if "norm" in name or name.endswith("bias"):
+                    param.add_(torch.randn_like(param) * 0.1)
+        into.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(into, safe_serialization=True)
+        shutil.copy(tm.minilm_dir() / "tokenizer.json", into / "tokenizer.json")
+        tm.write_pooling(into, "last_token")
+        (into / "config_sentence_transformers.json").write_text(
+            json.dumps({"prompts": {"query": QUERY_PROMPT, "document": ""}, "default_prompt_name": None}))
+
+    return tm.build_once(folder, build)
 
 
 def reference(folder, items, head="base", bidirectional=False, model_class=None):
@@ -209,13 +209,14 @@ def test_voyage_style_projection_with_model_prefix():
 
     base = make_decoder("qwen3", tag="bidirectional", use_bidirectional_attention=True)
     folder = tm.ROOT / "decoder-qwen3-voyage"
-    if not (folder / "config.json").exists():
-        shutil.copytree(base, folder)
-        weights = {f"model.{k}": v for k, v in load_file(folder / "model.safetensors").items()}
+    def build(into) -> None:
+        shutil.copytree(base, into, dirs_exist_ok=True)
+        weights = {f"model.{k}": v for k, v in load_file(into / "model.safetensors").items()}
         weights["linear.weight"] = torch.randn(48, 32, generator=torch.Generator().manual_seed(1))
-        save_file(weights, folder / "model.safetensors")
-        config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, "num_labels": 48}))
+        save_file(weights, into / "model.safetensors")
+        config = json.loads((into / "config.json").read_text())
+        (into / "config.json").write_text(json.dumps({**config, "num_labels": 48}))
+    tm.build_once(folder, build)
     model = tm.load_cached(folder)
     assert model.embedding_dim == 48
     texts = _texts(seed=13)
@@ -266,10 +267,11 @@ def test_bfloat16_checkpoint_loads_as_bfloat16():
 
     base = make_decoder("qwen3")
     folder = tm.ROOT / "decoder-qwen3-bf16"
-    if not (folder / "config.json").exists():
-        shutil.copytree(base, folder)
-        weights = {k: v.to(torch.bfloat16) for k, v in load_file(folder / "model.safetensors").items()}
-        save_file(weights, folder / "model.safetensors")
+    def build(into) -> None:
+        shutil.copytree(base, into, dirs_exist_ok=True)
+        weights = {k: v.to(torch.bfloat16) for k, v in load_file(into / "model.safetensors").items()}
+        save_file(weights, into / "model.safetensors")
+    tm.build_once(folder, build)
     model = tei_jax.load(str(folder), dtype="bfloat16", max_batch_tokens=64)
     leaves = jax.tree_util.tree_leaves(model.engine.params["encoder"])
     assert leaves and all(leaf.dtype == jnp.bfloat16 for leaf in leaves)

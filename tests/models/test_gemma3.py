@@ -29,29 +29,29 @@ PROMPTS = {"query": "task: search result | query: ", "document": "title: none | 
 
 def make_gemma3(tag: str = "", **overrides):
     folder = tm.ROOT / f"gemma3-{tag}"
-    if (folder / "config.json").exists():
-        return folder
-    import torch
-    import transformers
+    def build(into) -> None:
+        import torch
+        import transformers
 
-    torch.manual_seed(3)
-    kwargs = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  intermediate_size=37, vocab_size=30522, max_position_embeddings=128, query_pre_attn_scalar=24,
-                  sliding_window=8, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                  rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                                   "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}},
-                  pad_token_id=0, rms_norm_eps=1e-6)
-    kwargs.update(overrides)
-    model = transformers.Gemma3TextModel(transformers.Gemma3TextConfig(**kwargs)).eval()
-    with torch.no_grad():  # (1 + w) norms start at w = 0: make them matter
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(torch.randn_like(param) * 0.3)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tm._copy_tokenizer(folder)
-    tm.write_pooling(folder, "mean")
-    return folder
+        torch.manual_seed(3)
+        kwargs = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      intermediate_size=37, vocab_size=30522, max_position_embeddings=128, query_pre_attn_scalar=24,
+                      sliding_window=8, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                      rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                       "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}},
+                      pad_token_id=0, rms_norm_eps=1e-6)
+        kwargs.update(overrides)
+        model = transformers.Gemma3TextModel(transformers.Gemma3TextConfig(**kwargs)).eval()
+        with torch.no_grad():  # (1 + w) norms start at w = 0: make them matter
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.add_(torch.randn_like(param) * 0.3)
+        into.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(into, safe_serialization=True)
+        tm._copy_tokenizer(into)
+        tm.write_pooling(into, "mean")
+
+    return tm.build_once(folder, build)
 
 
 def reference(folder, items):
@@ -110,23 +110,24 @@ def test_embeddinggemma_pipeline_matches_sentence_transformers():
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
     folder = tm.ROOT / "embeddinggemma"
-    if not (folder / "config.json").exists():
+    def build(into) -> None:
         torch.manual_seed(5)
         base = make_gemma3("bidirectional-True", use_bidirectional_attention=True)
         modules = [Transformer(str(base)), Pooling(32, "mean"),
                    Dense(32, 64, bias=False, activation_function=torch.nn.Identity()),
                    Dense(64, 32, bias=False, activation_function=torch.nn.Identity()), Normalize()]
-        SentenceTransformer(modules=modules, prompts=PROMPTS).save(str(folder))
+        SentenceTransformer(modules=modules, prompts=PROMPTS).save(str(into))
         # modules.json types and 1_Pooling flags as EmbeddingGemma publishes them (sentence-transformers
         # 6 writes `sentence_transformers.base.modules.*` types and a `pooling_mode` string).
-        listed = json.loads((folder / "modules.json").read_text())
+        listed = json.loads((into / "modules.json").read_text())
         for module in listed:
             module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[1]
-        (folder / "modules.json").write_text(json.dumps(listed))
-        tm.write_pooling(folder, "mean")
-        flags = json.loads((folder / "1_Pooling" / "config.json").read_text())
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        (into / "modules.json").write_text(json.dumps(listed))
+        tm.write_pooling(into, "mean")
+        flags = json.loads((into / "1_Pooling" / "config.json").read_text())
+        (into / "1_Pooling" / "config.json").write_text(json.dumps(
             {"word_embedding_dimension": 32, **flags, "include_prompt": True}))
+    tm.build_once(folder, build)
     st = SentenceTransformer(str(folder), device="cpu")
     model = tm.load_cached(folder)
     assert [d.out_features for d in model.spec.dense] == [64, 32] and model.spec.prompts == PROMPTS

@@ -81,12 +81,13 @@ def test_llama_bidirec_runs_bidirectionally():
     is transformers' LlamaModel with config.is_causal = false (a padding-only mask)."""
     base = dec.make_decoder("llama", tag="bidirectional-ref", is_causal=False)
     folder = tm.ROOT / "decoder-llama-bidirec"
-    if not (folder / "config.json").exists():
-        shutil.copytree(base, folder)
-        config = json.loads((folder / "config.json").read_text())
+    def build(into) -> None:
+        shutil.copytree(base, into, dirs_exist_ok=True)
+        config = json.loads((into / "config.json").read_text())
         config.pop("is_causal", None)
-        (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama_bidirec",
+        (into / "config.json").write_text(json.dumps({**config, "model_type": "llama_bidirec",
                                                         "architectures": ["LlamaBidirectionalModel"]}))
+    tm.build_once(folder, build)
     model = tm.load_cached(folder)
     assert not model.engine.arch.config.causal
     texts = dec._texts(seed=63)

@@ -30,12 +30,13 @@ def make_pplx():
     """The tiny bidirectional Qwen3, saved under pplx's model_type with mean pooling."""
     base = dec.make_decoder("qwen3", tag="bidirectional", use_bidirectional_attention=True)
     folder = tm.ROOT / "pplx-qwen3"
-    if not (folder / "config.json").exists():
-        shutil.copytree(base, folder)
-        config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, "model_type": "bidirectional_pplx_qwen3",
+    def build(into) -> None:
+        shutil.copytree(base, into, dirs_exist_ok=True)
+        config = json.loads((into / "config.json").read_text())
+        (into / "config.json").write_text(json.dumps({**config, "model_type": "bidirectional_pplx_qwen3",
                                                         "architectures": ["PPLXQwen3Model"]}))
-        tm.write_pooling(folder, "mean")
+        tm.write_pooling(into, "mean")
+    tm.build_once(folder, build)
     return base, folder
 
 
