@@ -58,6 +58,20 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     return folder
 
 
+def save_with_random_vectors(model, into: Path) -> None:
+    """Save a transformers `model` with MiniLM's tokenizer after nudging every 1-d parameter
+    (biases, norm scales) at random: at their initial zeros and ones they would go untested."""
+    import torch
+
+    with torch.no_grad():
+        for _, param in model.named_parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param) * 0.1)
+    into.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(into, safe_serialization=True)
+    _copy_tokenizer(into)
+
+
 def minilm_dir() -> Path:
     """The bundled all-MiniLM-L6-v2 folder (real weights)."""
     from tei_jax.hub import bundled_model_dir

@@ -160,19 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.table:
             print(f"{path}:\n{report.table(report.with_ratios(json.loads(path.read_text())))}\n")
         return 0
-    if args.mode == "startup":
+    # Modes with their own table and no peer ratios: (table, default name before the backend).
+    own_table = {"startup": (startup_mode.table, f"startup-{args.preset}"),
+                 "corpus": (corpus_mode.table, f"corpus-{args.preset}-mixed")}
+    if args.mode in own_table:
+        table, stem = own_table[args.mode]
         result = run(args)
-        print(startup_mode.table(result))
-        backend = result["machine"]["jax_backend"]
-        path = report.write_json(result, args.output_dir, args.name or f"startup-{args.preset}-{backend}")
-        print(f"wrote {path}")
-        return 0
-    if args.mode == "corpus":
-        result = run(args)
-        print(corpus_mode.table(result))
-        backend = result["machine"]["jax_backend"]
-        path = report.write_json(result, args.output_dir, args.name or f"corpus-{args.preset}-mixed-{backend}")
-        print(f"wrote {path}")
+        print(table(result))
+        name = args.name or f"{stem}-{result['machine']['jax_backend']}"
+        print(f"wrote {report.write_json(result, args.output_dir, name)}")
         return 0
     result = report.with_ratios(run(args))
     name = args.name or report.default_name(result)

@@ -51,13 +51,7 @@ def hf_model(kind: str, head: str = "base", num_labels: int = 2, seed: int = 0, 
             config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
             config.label2id = {v: k for k, v in config.id2label.items()}
         model = getattr(transformers, prefix + _HEADS[head])(config).eval()
-        with torch.no_grad():  # random biases and norm scales, so those weights are really tested
-            for _, param in model.named_parameters():
-                if param.ndim == 1:
-                    param.add_(torch.randn_like(param) * 0.1)
-        into.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(into, safe_serialization=True)
-        tm._copy_tokenizer(into)
+        tm.save_with_random_vectors(model, into)
 
     return tm.build_once(folder, build)
 
