@@ -77,7 +77,7 @@ def create_app(settings: Settings, service: Service | None = None, start: bool =
 
         from .errors import tei_response
 
-        return tei_response(BackendError(f"Backend error: {type(exc).__name__}"),
+        return tei_response(BackendError(type(exc).__name__),
                             openai=request.path in ("/v1/embeddings", "/embeddings"))
 
     if settings.otlp_endpoint:

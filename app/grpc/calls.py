@@ -88,7 +88,7 @@ class Calls:
             raise BackendError("the client went away") from None
         except Exception as exc:
             log.exception("unexpected error in a gRPC call")
-            raise BackendError(f"Backend error: {type(exc).__name__}") from None
+            raise BackendError(type(exc).__name__) from None
 
     def fail(self, context: grpc.ServicerContext, call: Call, exc: TEIError):
         """Count the failure (te_request_failure{err}) and end the call with its status."""

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tei_jax import inputs
-from tei_jax.errors import UnhealthyError
+from tei_jax.errors import BackendError, UnhealthyError
 from tei_jax.executor import Call as ModelCall
-from tei_jax.tasks import Operation
+from tei_jax.tasks import ModelKind, Operation
 
 from ..errors import batch_size_error
 from ..service import Service, Timings
@@ -49,6 +49,20 @@ class Call:
         """Take in a model call's sizes and timings (also after a failure)."""
         self.inferring = self.inferring or model_call.ran
         self.timings.add(model_call)
+
+
+class RerankRefusal(BackendError):
+    """TEI's gRPC Rerank checks the model type itself and words it bare (an embedding model is
+    "not a classifier model" there), where its HTTP route and core say "Backend error: ..."."""
+
+    prefix = ""
+
+
+def require_reranker(model) -> None:
+    """Raise TEI's gRPC refusal unless `model` reranks."""
+    if Operation.RERANK not in model.operations:
+        raise RerankRefusal("model is not a classifier model" if model.kind is ModelKind.EMBEDDING
+                            else "model is not a re-ranker model")
 
 
 def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1,
@@ -101,7 +115,7 @@ def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_
     service = call.service
     model = service.require_ready()
     size = inputs.rerank_batch(query, texts).size  # TEI: empty, then the model type, then the batch size
-    model.require(Operation.RERANK)
+    require_reranker(model)
     limit = service.settings.max_client_batch_size
     if size > limit:
         call.batch_size_error = True
@@ -118,7 +132,7 @@ def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: st
 
 def decode(call: Call, ids: Sequence[int], *, skip_special_tokens: bool) -> str:
     model = call.service.require_ready()
-    inputs.ids_batch(list(ids), field="input_ids")
+    inputs.ids_batch(list(ids))
     return model.decode(list(ids), skip_special_tokens)[0]
 
 
@@ -139,7 +153,7 @@ def rerank_pair(call: Call, query: str, text: str, *, truncate: bool, truncation
     are ranked together by `rank_pairs` (the model's `rank`, the same scoring and sorting as
     `rerank`)."""
     model = call.service.require_ready()
-    model.require(Operation.RERANK)
+    require_reranker(model)
     [rank] = _run(call, "predict", lambda c: model.rerank(
         query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c),
         duration=False)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from tei_jax.errors import ValidationError
-from tei_jax.tasks import Operation
-
+from ..errors import BareValidationError
 from . import convert, operations as ops
 from .calls import Calls
 from .operations import Call
@@ -70,7 +68,7 @@ class EmbedServicer(rpc.EmbedServicer):
 def _pair(inputs) -> str | list[str]:
     """PredictPair's `inputs`: one text or a pair, as TEI checks it."""
     if len(inputs) not in (1, 2):
-        raise ValidationError(f"`inputs` must have a single or two elements. Given: {len(inputs)}")
+        raise BareValidationError(f"`inputs` must have a single or two elements. Given: {len(inputs)}")
     return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
@@ -136,7 +134,7 @@ class RerankServicer(rpc.RerankServicer):
             return output, message.text, part.timings
 
         def work(call: Call) -> pb.RerankResponse:
-            call.service.require_ready().require(Operation.RERANK)
+            ops.require_reranker(call.service.require_ready())
             call.inferring = True  # from here a Backend error is an inference failure
             outputs, texts, parts = [], [], []
             pairs = ordered_map(calls.stream_pool, one, remember_first(request_iterator), calls.max_parallel)
@@ -145,7 +143,7 @@ class RerankServicer(rpc.RerankServicer):
                 texts.append(text)
                 parts.append(timings)
             if not outputs:
-                raise ValidationError("`texts` cannot be empty")
+                raise BareValidationError("`texts` cannot be empty")  # TEI divides by zero here
             options = first[0]
             ranks = ops.rank_pairs(call, outputs, texts, parts, raw_scores=options.raw_scores,
                                    return_text=options.return_text)
