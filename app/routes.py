@@ -426,8 +426,15 @@ def info():
 @bp.get("/ping")
 def health():
     if service().healthy():
-        return Response(b"", status=200)
+        return bare_response(200)  # TEI answers `()`: no body, no Content-Type
     return Response(UNHEALTHY, status=503, mimetype="application/json")
+
+
+def bare_response(status: int) -> Response:
+    """An empty response without a Content-Type, as axum sends `()`, 401, 404 and 405."""
+    response = Response(b"", status=status)
+    del response.headers["Content-Type"]
+    return response
 
 
 @bp.get("/metrics")

@@ -31,6 +31,8 @@ from .settings import Settings
 log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
+# TEI's x-compute-type: the same constant on every device (its router never sends another).
+COMPUTE_TYPE = "gpu+optimized"
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
 
 
@@ -40,7 +42,7 @@ class Timings:
     its items, gathered from the `Call` of each model call it made."""
 
     start: float
-    compute_type: str = "cpu"
+    compute_type: str = COMPUTE_TYPE
     chars: int = 0
     tokens: int = 0
     tokenization: float = 0.0
@@ -163,14 +165,9 @@ class Service:
             raise UnhealthyError(f"the model is {self.state}")
         return self.model
 
-    @property
-    def compute_type(self) -> str:
-        """TEI's x-compute-type: "cpu" on CPU, "gpu+optimized" on an accelerator."""
-        return "cpu" if self.model is None or self.model.backend == "cpu" else "gpu+optimized"
-
     def timings(self, start: float | None = None) -> Timings:
         """A request's Timings, started now unless `start` is given."""
-        return Timings(time.perf_counter() if start is None else start, self.compute_type)
+        return Timings(time.perf_counter() if start is None else start)
 
     @contextlib.contextmanager
     def counted(self, family: str | None, call: Call, start: float, duration: bool = True) -> Iterator[None]:

@@ -32,7 +32,7 @@ def test_embed_single_and_batch_with_headers(post):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     for header in TIMING_HEADERS:
         assert header in single.headers
-    assert single.headers["x-compute-type"] == "cpu"  # TEI: gpu+optimized only on a GPU
+    assert single.headers["x-compute-type"] == "gpu+optimized"  # TEI sends it on every device
     assert single.headers["x-compute-tokens"] == "7"  # [CLS] what is deep learning ? [SEP]
     assert single.headers["x-compute-characters"] == str(len("What is Deep Learning?"))
     batch = post("/embed", {"inputs": ["hello", "What is Deep Learning?", "a b c"]})

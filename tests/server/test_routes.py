@@ -49,7 +49,7 @@ def test_embed_shapes_headers_and_token_ids(embedder):
     assert vectors.shape == (1, HIDDEN) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     for header in TIMING_HEADERS:
         assert header in single.headers
-    assert single.headers["x-compute-type"] == "cpu"
+    assert single.headers["x-compute-type"] == "gpu+optimized"
     assert single.headers["x-compute-tokens"] == "7" and single.headers["x-compute-characters"] == "22"
     batch = np.array(embedder.post("/embed", json={"inputs": ["hello", "What is Deep Learning?"]}).json)
     assert batch.shape == (2, HIDDEN) and np.allclose(batch[1], vectors[0], atol=1e-6)
