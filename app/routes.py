@@ -154,9 +154,14 @@ def _observe(metrics, timings: Timings) -> None:
 
 
 def count_request(size: int, batch: bool) -> None:
-    """te_request_count{method}; the batch-size check (422) shared by every route."""
+    """te_request_count{method}, then the batch-size check."""
     g.method = "batch" if batch else "single"
     service().metrics.request_count.labels(g.method).inc()
+    check_batch_size(size)
+
+
+def check_batch_size(size: int) -> None:
+    """The batch-size check (422) shared by every route."""
     limit = service().settings.max_client_batch_size
     if size > limit:
         g.batch_size_error = True
@@ -198,7 +203,7 @@ def do_embed_all(req: schemas.EmbedAllRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size), service().counted(None, call, g.start):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         states = model.embed_all(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
                                  prompt_name=req.prompt_name, call=call)
     return states, answered(call)
@@ -209,7 +214,7 @@ def do_embed_sparse(req: schemas.EmbedSparseRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size), service().counted(None, call, g.start):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         entries = model.embed_sparse(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
                                      prompt_name=req.prompt_name, call=call)
     return entries, answered(call)
@@ -247,7 +252,7 @@ def do_rerank(req: schemas.RerankRequest):
     model.require(Operation.RERANK)
     count_request(size, True)
     call = new_call()
-    with service().permits.acquire(size), service().counted("predict", call, g.start, duration=False):
+    with service().permits.acquire(size), service().counted("predict", call, g.start):
         ranks = model.rerank(req.query, req.texts, raw_scores=req.raw_scores, return_text=req.return_text,
                              truncate=req.truncate, truncation_direction=req.truncation_direction, call=call)
     return ranks, answered(call)
@@ -304,12 +309,12 @@ def openai_embeddings():
 def tokenize():
     req = parse(schemas.TokenizeRequest)
     model = service().require_ready()
-    count_request(*_tokenize_size(req.inputs))
+    check_batch_size(_tokenize_size(req.inputs))  # TEI counts no te_request_count here
     return model.tokenize(req.inputs, req.add_special_tokens, req.prompt_name), None
 
 
-def _tokenize_size(texts) -> tuple[int, bool]:
-    return (len(texts), True) if isinstance(texts, list) else (1, False)
+def _tokenize_size(texts) -> int:
+    return len(texts) if isinstance(texts, list) else 1
 
 
 @bp.post("/decode")
@@ -317,8 +322,7 @@ def _tokenize_size(texts) -> tuple[int, bool]:
 def decode():
     req = parse(schemas.DecodeRequest)
     model = service().require_ready()
-    batch = inputs.ids_batch(req.ids)
-    count_request(batch.size, batch.is_batch)
+    check_batch_size(inputs.ids_batch(req.ids).size)  # TEI counts no te_request_count here
     return model.decode(req.ids, req.skip_special_tokens), None
 
 

@@ -170,10 +170,12 @@ class Service:
         return Timings(time.perf_counter() if start is None else start)
 
     @contextlib.contextmanager
-    def counted(self, family: str | None, call: Call, start: float, duration: bool = True) -> Iterator[None]:
-        """Around one model call: te_request_input_length per input; with `family` ("embed" or
-        "predict", as TEI counts them) te_{family}_count for the inputs that reached the
-        device, then te_{family}_success (and _duration) if it answered."""
+    def counted(self, family: str | None, call: Call, start: float) -> Iterator[None]:
+        """Around one model call: te_request_input_length per input; with `family` ("embed" for
+        embed, embed_all and embed_sparse, "predict" for predict and rerank, as TEI's core
+        counts them) te_{family}_count for the inputs that reached the device, then, if it
+        answered, per input te_{family}_success, _duration and the _tokenization, _queue and
+        _inference_duration (the call's means per input)."""
         try:
             yield
         finally:
@@ -182,9 +184,8 @@ class Service:
             if family is not None and call.ran:
                 getattr(self.metrics, f"{family}_count").inc(len(call.input_lengths))
         if family is not None:
-            getattr(self.metrics, f"{family}_success").inc(len(call.input_lengths))
-            if duration:
-                getattr(self.metrics, f"{family}_duration").observe(time.perf_counter() - start)
+            self.metrics.observe_items(family, len(call.input_lengths), time.perf_counter() - start,
+                                       call.tokenization, call.queue, call.inference)
 
     def healthy(self) -> bool:
         """TEI's /health: cheap if the last batch succeeded, else a real 1-token forward."""

@@ -65,12 +65,11 @@ def require_reranker(model) -> None:
                             else "model is not a re-ranker model")
 
 
-def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1,
-         duration: bool = True):
+def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1):
     """Permits, then one model operation with its metrics; the answer."""
     model_call = call.model_call()
     try:
-        with call.permits(permits), call.service.counted(family, model_call, call.timings.start, duration):
+        with call.permits(permits), call.service.counted(family, model_call, call.timings.start):
             return operation(model_call)
     finally:
         call.done(model_call)
@@ -89,7 +88,7 @@ def embed_sparse(call: Call, text: str, *, truncate: bool, truncation_direction:
                  prompt_name: str | None) -> list[dict]:
     """One SPLADE vector as TEI's [{index, value}] (non-zero entries)."""
     model = call.service.require_ready()
-    return _run(call, None, lambda c: model.embed_sparse(
+    return _run(call, "embed", lambda c: model.embed_sparse(
         text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
@@ -97,7 +96,7 @@ def embed_all(call: Call, text: str, *, truncate: bool, truncation_direction: st
               prompt_name: str | None) -> np.ndarray:
     """Per-token hidden states of one input (float32 [tokens, hidden])."""
     model = call.service.require_ready()
-    return _run(call, None, lambda c: model.embed_all(
+    return _run(call, "embed", lambda c: model.embed_all(
         text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
@@ -122,7 +121,7 @@ def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_
         raise batch_size_error(size, limit)
     return _run(call, "predict", lambda c: model.rerank(
         query, texts, raw_scores=raw_scores, return_text=return_text, truncate=truncate,
-        truncation_direction=truncation_direction, call=c), permits=size, duration=False)
+        truncation_direction=truncation_direction, call=c), permits=size)
 
 
 def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: str | None) -> list[dict]:
@@ -155,8 +154,7 @@ def rerank_pair(call: Call, query: str, text: str, *, truncate: bool, truncation
     model = call.service.require_ready()
     require_reranker(model)
     [rank] = _run(call, "predict", lambda c: model.rerank(
-        query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c),
-        duration=False)
+        query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c))
     return np.array([rank["score"]], dtype=np.float32)
 
 

@@ -19,7 +19,7 @@ class InfoServicer(rpc.InfoServicer):
         self.calls = calls
 
     def Info(self, request, context):
-        return self.calls.unary(context, lambda call: convert.info_response(ops.info(call)), timed=False)
+        return self.calls.unary(context, lambda call: convert.info_response(ops.info(call)), method=None, timed=False)
 
 
 class EmbedServicer(rpc.EmbedServicer):
@@ -167,13 +167,13 @@ class TokenizeServicer(rpc.TokenizeServicer):
         return pb.DecodeResponse(text=ops.decode(call, list(r.ids), skip_special_tokens=r.skip_special_tokens))
 
     def Tokenize(self, request, context):
-        return self.calls.unary(context, lambda call: self._tokenize(call, request), timed=False)
+        return self.calls.unary(context, lambda call: self._tokenize(call, request), method=None, timed=False)
 
     def TokenizeStream(self, request_iterator, context):
         return self.calls.stream(context, request_iterator, self._tokenize, timed=False)
 
     def Decode(self, request, context):
-        return self.calls.unary(context, lambda call: self._decode(call, request), timed=False)
+        return self.calls.unary(context, lambda call: self._decode(call, request), method=None, timed=False)
 
     def DecodeStream(self, request_iterator, context):
         return self.calls.stream(context, request_iterator, self._decode, timed=False)

@@ -209,7 +209,7 @@ def test_health_reports_the_model_types_services(embed_channel, classifier_serve
                                 "tei.v1.Rerank": "SERVING"}
 
 
-def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, auth):
+def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, embed_channel, auth):
     def count(text, name, label):
         found = re.search(rf'^{name}\{{{label}\}} (\S+)$', text, re.M)
         return float(found.group(1)) if found else 0.0
@@ -217,6 +217,7 @@ def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, auth
     before = requests.get(embed_server.url + "/metrics", headers=auth).text
     list(embed_stub.EmbedStream(iter([pb.EmbedRequest(inputs="counted")] * 5), metadata=KEY))
     refused(embed_stub.Embed, pb.EmbedRequest(inputs=""), metadata=KEY)
+    rpc.TokenizeStub(embed_channel).Tokenize(pb.EncodeRequest(inputs="not counted"), metadata=KEY)  # as in TEI
     after = requests.get(embed_server.url + "/metrics", headers=auth).text
     def grew(name, label):
         return count(after, name, label) - count(before, name, label)
