@@ -11,6 +11,7 @@ and builds TEI's response with its x-* headers. No inference logic lives here.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 import pydantic
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, copy_current_request_context, current_app, g, request
 
 from tei_jax import inputs
 from tei_jax.errors import TEIError, UnhealthyError
@@ -170,7 +171,9 @@ def check_batch_size(size: int) -> None:
 
 def new_call() -> Call:
     """A `Call` for one model call of this request: it notices a client that hangs up."""
-    call = Call(gone=client_watch.watcher(request.environ))
+    # One watcher per request: /vertex runs its instances' calls on several threads at once.
+    watch = request.environ.setdefault("tei_jax.client_watch", client_watch.watcher(request.environ))
+    call = Call(gone=watch)
     g.setdefault("calls", []).append(call)
     return call
 
@@ -356,12 +359,38 @@ def vertex():
         raise batch_size_error(size, limit)
     # Every instance is read before any runs, as TEI builds every instance's future first.
     runs = [_vertex_one(model, instance) for instance in req.instances]
-    predictions = []
-    for run, instance_req in runs:
-        body, _ = run(instance_req)
-        g.pop("calls", None)
-        predictions.append(body)
-    return {"predictions": predictions}, service().timings(g.start)
+    return {"predictions": _run_together(runs)}, None
+
+
+def _run_together(runs: list[tuple[Callable, pydantic.BaseModel]]) -> list[Any]:
+    """Every vertex instance's handler at once, as TEI joins all their futures: their inputs
+    wait in the scheduler's queue together and share batches. Each instance is a request of
+    its own (counted, permitted, observed, as TEI calls its handler); all are waited for, then
+    the first failure in instance order is raised (TEI collects the joined results in order)."""
+    start = g.start
+
+    def one(run: Callable, instance_req: pydantic.BaseModel):
+        g.start = start
+        try:
+            body, timings = run(instance_req)
+            _observe(service().metrics, timings)
+            return body, None, g.get("calls", []), False
+        except Exception as exc:  # handed to the request's thread, raised there in order
+            return None, exc, g.get("calls", []), bool(g.get("batch_size_error"))
+
+    if len(runs) == 1:
+        outcomes = [one(*runs[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="vertex") as pool:
+            futures = [pool.submit(copy_current_request_context(one), *run) for run in runs]
+            outcomes = [future.result() for future in futures]
+    for _, _, calls, _ in outcomes:
+        g.setdefault("calls", []).extend(call for call in calls if call not in g.calls)
+    for _, exc, _, batch_size_error in outcomes:
+        if exc is not None:
+            g.batch_size_error = batch_size_error
+            raise exc
+    return [body for body, _, _, _ in outcomes]
 
 
 def _instance_size(instance: Any) -> int:
