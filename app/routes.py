@@ -239,9 +239,8 @@ def do_similarity(req: schemas.SimilarityRequest):
 
 def do_predict(req: schemas.PredictRequest):
     model = service().require_ready()
-    model.require(Operation.PREDICT)
     size, batch = inputs.predict_size(req.inputs)
-    count_request(size, batch)
+    count_request(size, batch)  # TEI: the batch size before the model type (model.predict checks it)
     call = new_call()
     with service().permits.acquire(size), service().counted("predict", call, g.start):
         scores = model.predict(req.inputs, raw_scores=req.raw_scores, truncate=req.truncate,
