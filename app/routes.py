@@ -377,8 +377,8 @@ def _run_together(runs: list[tuple[Callable, pydantic.BaseModel]]) -> list[Any]:
         except Exception as exc:  # handed to the request's thread, raised there in order
             return None, exc, g.get("calls", []), bool(g.get("batch_size_error"))
 
-    if len(runs) == 1:
-        outcomes = [one(*runs[0])]
+    if len(runs) <= 1:  # nothing to run beside it (TEI answers no instances with no predictions)
+        outcomes = [one(*run) for run in runs]
     else:
         with concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="vertex") as pool:
             futures = [pool.submit(copy_current_request_context(one), *run) for run in runs]

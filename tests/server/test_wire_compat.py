@@ -113,6 +113,7 @@ def test_vertex_runs_its_instances_together_and_raises_the_first_failure_in_orde
     assert answer.status_code == 200, answer.data
     assert [len(p) for p in answer.json["predictions"]] == [1, 2, 1]
     assert len(answer.json["predictions"][2][0]) == 4
+    assert client.post("/vertex", json={"instances": []}).json == {"predictions": []}
     metrics = client.get("/metrics").data.decode()
     assert _metric(metrics, 'te_request_success{method="single"}') == 2
     assert _metric(metrics, 'te_request_success{method="batch"}') == 1
