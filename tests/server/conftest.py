@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 import tiny_models as tm
+from ports import reserve_port
 
 # TEI_JAX_SERVER_REPO: serve from another checkout (the slow load test's "before" figures).
 REPO = Path(os.environ.get("TEI_JAX_SERVER_REPO") or Path(__file__).resolve().parents[2])
@@ -28,9 +28,8 @@ READY_TIMEOUT_S = 300
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port reserved for this test process (tests/ports.py: safe beside other xdist workers)."""
+    return reserve_port()
 
 
 class Server:

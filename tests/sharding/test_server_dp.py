@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import head_start
 import sharded_models
 import tiny_models as tm
 from forced_devices import REPO, forced_devices_env
+from ports import reserve_port
 
 CLIENTS = 32
 REQUESTS = 96
@@ -33,15 +33,9 @@ TEXTS = ["short", "a query about jax", "the quick brown fox jumps over the lazy 
          "naïve café in Zürich", "embeddings are vectors " * 8, "x", "données et modèle", "end of it"]
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class DPServer:
     def __init__(self, folder: Path):
-        self.port = _port()
+        self.port = reserve_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix="tei-jax-dp-")) / "server.log"
         self._log = open(self.log_path, "wb")
