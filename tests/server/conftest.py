@@ -87,6 +87,11 @@ class Server:
                 raise RuntimeError(f"server {self.name}: {ready:.0f} of {total:.0f} shapes after {timeout}s")
             time.sleep(0.1)
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (`stop` then waits): servers drain side by side."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -128,6 +133,8 @@ GRPC_FLEET = ("embed", "classifier", "reranker", "splade")
 def fleet():
     servers = {name: Server(name, make_args(), grpc=name in GRPC_FLEET) for name, make_args in FLEET.items()}
     yield servers
+    for server in servers.values():  # all at once: one after another took ~6 s at the session's end
+        server.terminate()
     for server in servers.values():
         server.stop()
 

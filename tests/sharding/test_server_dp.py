@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import requests
 import head_start
 import sharded_models
 import tiny_models as tm
-from forced_devices import REPO, forced_devices_env
+from forced_devices import REPO, forced_devices_env, python_command
 from ports import reserve_port
 
 CLIENTS = 32
@@ -40,8 +39,8 @@ class DPServer:
         self.log_path = Path(tempfile.mkdtemp(prefix="tei-jax-dp-")) / "server.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port),
-             "--model-id", str(folder), "--max-batch-tokens", "256", "--data-parallel-size", "4"],
+            python_command("-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port),
+                           "--model-id", str(folder), "--max-batch-tokens", "256", "--data-parallel-size", "4"),
             cwd=REPO, env=dict(forced_devices_env(4), TOKENIZERS_PARALLELISM="false"),
             stdout=self._log, stderr=subprocess.STDOUT)
 
