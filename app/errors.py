@@ -46,35 +46,23 @@ class BareValidationError(ValidationError):
     """A refusal TEI's handler words itself (an `ErrorResponse` built there, such as a /vertex
     instance serde refused): its text goes out without the core's prefix."""
 
+    prefix = ""
+
+
+class BatchSizeError(ValidationError):
+    """More inputs than --max-client-batch-size: TEI's handlers check it, in their own words."""
+
+    prefix = ""
+
 
 def batch_size_error(size: int, limit: int) -> TEIError:
-    return ValidationError(f"batch size {size} > maximum allowed batch size {limit}")
-
-
-# TEI's handlers answer these checks themselves, with the bare text; everything else comes
-# out of its core as a TextEmbeddingsError, whose Display adds the type's prefix.
-HANDLER_MESSAGES = frozenset({"`inputs` cannot be empty", "`texts` cannot be empty", "`ids` cannot be empty",
-                              "`inputs.sentences` cannot be empty"})
-PREFIX = {"Backend": "Backend error: ", "Validation": "Input validation error: ",
-          "Empty": "Input validation error: "}
-
-
-def tei_text(error: TEIError) -> str:
-    """The error text TEI would send for this error."""
-    message = error.message
-    prefix = PREFIX.get(error.error_type)
-    if prefix is None or message.startswith(prefix) or message in HANDLER_MESSAGES or isinstance(
-            error, BareValidationError):
-        return message
-    if message.startswith("batch size "):
-        return message
-    return prefix + message
+    return BatchSizeError(f"batch size {size} > maximum allowed batch size {limit}")
 
 
 def tei_response(error: TEIError, openai: bool = False) -> Response:
     """The JSON body and status of a TEI error (OpenAI shape on the OpenAI routes)."""
     status = STATUS.get(error.error_type, 424)
-    message = tei_text(error)
+    message = error.message  # worded by its type (tei_jax.errors)
     if openai:
         body = {"message": message, "code": status, "type": error.error_type}
     else:

@@ -50,10 +50,17 @@ class Metrics:
                                       input_length_buckets(max_input_length))
         self.embed_count = counter("te_embed_count", "Embed inputs received")
         self.embed_success = counter("te_embed_success", "Embed inputs answered")
-        self.embed_duration = histogram("te_embed_duration", "Embed request duration (s)")
+        self.embed_duration = histogram("te_embed_duration", "Embed duration per input (s)")
+        self.embed_tokenization = histogram("te_embed_tokenization_duration", "Embed tokenization per input (s)")
+        self.embed_queue = histogram("te_embed_queue_duration", "Embed queue wait per input (s)")
+        self.embed_inference = histogram("te_embed_inference_duration", "Embed inference per input (s)")
         self.predict_count = counter("te_predict_count", "Predict inputs received")
         self.predict_success = counter("te_predict_success", "Predict inputs answered")
-        self.predict_duration = histogram("te_predict_duration", "Predict request duration (s)")
+        self.predict_duration = histogram("te_predict_duration", "Predict duration per input (s)")
+        self.predict_tokenization = histogram("te_predict_tokenization_duration",
+                                              "Predict tokenization per input (s)")
+        self.predict_queue = histogram("te_predict_queue_duration", "Predict queue wait per input (s)")
+        self.predict_inference = histogram("te_predict_inference_duration", "Predict inference per input (s)")
         self.batch_next_size = histogram("te_batch_next_size", "Items per batch", BATCH_SIZE_BUCKETS)
         self.batch_next_tokens = histogram("te_batch_next_tokens", "Computed tokens per batch (padding included)",
                                            BATCH_TOKEN_BUCKETS)
@@ -83,6 +90,17 @@ class Metrics:
         self.registry.unregister(self.input_length)
         self.input_length = Histogram("te_request_input_length", "Tokens per input",
                                       buckets=input_length_buckets(max_input_length), registry=self.registry)
+
+    def observe_items(self, family: str, items: int, seconds: float, tokenization: float, queue: float,
+                      inference: float) -> None:
+        """te_{family}_success and its four histograms, once per input answered (TEI's core
+        records them per item)."""
+        getattr(self, f"{family}_success").inc(items)
+        for _ in range(items):
+            getattr(self, f"{family}_duration").observe(seconds)
+            getattr(self, f"{family}_tokenization").observe(tokenization)
+            getattr(self, f"{family}_queue").observe(queue)
+            getattr(self, f"{family}_inference").observe(inference)
 
     # Scheduler hooks ----------------------------------------------------------------------
     def on_batch(self, stats: BatchStats) -> None:

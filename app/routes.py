@@ -11,6 +11,7 @@ and builds TEI's response with its x-* headers. No inference logic lives here.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 import pydantic
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, copy_current_request_context, current_app, g, request
 
 from tei_jax import inputs
 from tei_jax.errors import TEIError, UnhealthyError
@@ -154,9 +155,14 @@ def _observe(metrics, timings: Timings) -> None:
 
 
 def count_request(size: int, batch: bool) -> None:
-    """te_request_count{method}; the batch-size check (422) shared by every route."""
+    """te_request_count{method}, then the batch-size check."""
     g.method = "batch" if batch else "single"
     service().metrics.request_count.labels(g.method).inc()
+    check_batch_size(size)
+
+
+def check_batch_size(size: int) -> None:
+    """The batch-size check (422) shared by every route."""
     limit = service().settings.max_client_batch_size
     if size > limit:
         g.batch_size_error = True
@@ -165,7 +171,9 @@ def count_request(size: int, batch: bool) -> None:
 
 def new_call() -> Call:
     """A `Call` for one model call of this request: it notices a client that hangs up."""
-    call = Call(gone=client_watch.watcher(request.environ))
+    # One watcher per request: /vertex runs its instances' calls on several threads at once.
+    watch = request.environ.setdefault("tei_jax.client_watch", client_watch.watcher(request.environ))
+    call = Call(gone=watch)
     g.setdefault("calls", []).append(call)
     return call
 
@@ -198,7 +206,7 @@ def do_embed_all(req: schemas.EmbedAllRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size), service().counted(None, call, g.start):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         states = model.embed_all(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
                                  prompt_name=req.prompt_name, call=call)
     return states, answered(call)
@@ -209,7 +217,7 @@ def do_embed_sparse(req: schemas.EmbedSparseRequest):
     size, batch = inputs.embed_size(req.inputs)
     count_request(size, batch)
     call = new_call()
-    with service().permits.acquire(size), service().counted(None, call, g.start):
+    with service().permits.acquire(size), service().counted("embed", call, g.start):
         entries = model.embed_sparse(req.inputs, truncate=req.truncate, truncation_direction=req.truncation_direction,
                                      prompt_name=req.prompt_name, call=call)
     return entries, answered(call)
@@ -247,7 +255,7 @@ def do_rerank(req: schemas.RerankRequest):
     model.require(Operation.RERANK)
     count_request(size, True)
     call = new_call()
-    with service().permits.acquire(size), service().counted("predict", call, g.start, duration=False):
+    with service().permits.acquire(size), service().counted("predict", call, g.start):
         ranks = model.rerank(req.query, req.texts, raw_scores=req.raw_scores, return_text=req.return_text,
                              truncate=req.truncate, truncation_direction=req.truncation_direction, call=call)
     return ranks, answered(call)
@@ -304,12 +312,12 @@ def openai_embeddings():
 def tokenize():
     req = parse(schemas.TokenizeRequest)
     model = service().require_ready()
-    count_request(*_tokenize_size(req.inputs))
+    check_batch_size(_tokenize_size(req.inputs))  # TEI counts no te_request_count here
     return model.tokenize(req.inputs, req.add_special_tokens, req.prompt_name), None
 
 
-def _tokenize_size(texts) -> tuple[int, bool]:
-    return (len(texts), True) if isinstance(texts, list) else (1, False)
+def _tokenize_size(texts) -> int:
+    return len(texts) if isinstance(texts, list) else 1
 
 
 @bp.post("/decode")
@@ -317,8 +325,7 @@ def _tokenize_size(texts) -> tuple[int, bool]:
 def decode():
     req = parse(schemas.DecodeRequest)
     model = service().require_ready()
-    batch = inputs.ids_batch(req.ids)
-    count_request(batch.size, batch.is_batch)
+    check_batch_size(inputs.ids_batch(req.ids).size)  # TEI counts no te_request_count here
     return model.decode(req.ids, req.skip_special_tokens), None
 
 
@@ -352,12 +359,38 @@ def vertex():
         raise batch_size_error(size, limit)
     # Every instance is read before any runs, as TEI builds every instance's future first.
     runs = [_vertex_one(model, instance) for instance in req.instances]
-    predictions = []
-    for run, instance_req in runs:
-        body, _ = run(instance_req)
-        g.pop("calls", None)
-        predictions.append(body)
-    return {"predictions": predictions}, service().timings(g.start)
+    return {"predictions": _run_together(runs)}, None
+
+
+def _run_together(runs: list[tuple[Callable, pydantic.BaseModel]]) -> list[Any]:
+    """Every vertex instance's handler at once, as TEI joins all their futures: their inputs
+    wait in the scheduler's queue together and share batches. Each instance is a request of
+    its own (counted, permitted, observed, as TEI calls its handler); all are waited for, then
+    the first failure in instance order is raised (TEI collects the joined results in order)."""
+    start = g.start
+
+    def one(run: Callable, instance_req: pydantic.BaseModel):
+        g.start = start
+        try:
+            body, timings = run(instance_req)
+            _observe(service().metrics, timings)
+            return body, None, g.get("calls", []), False
+        except Exception as exc:  # handed to the request's thread, raised there in order
+            return None, exc, g.get("calls", []), bool(g.get("batch_size_error"))
+
+    if len(runs) == 1:
+        outcomes = [one(*runs[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="vertex") as pool:
+            futures = [pool.submit(copy_current_request_context(one), *run) for run in runs]
+            outcomes = [future.result() for future in futures]
+    for _, _, calls, _ in outcomes:
+        g.setdefault("calls", []).extend(call for call in calls if call not in g.calls)
+    for _, exc, _, batch_size_error in outcomes:
+        if exc is not None:
+            g.batch_size_error = batch_size_error
+            raise exc
+    return [body for body, _, _, _ in outcomes]
 
 
 def _instance_size(instance: Any) -> int:
@@ -426,8 +459,15 @@ def info():
 @bp.get("/ping")
 def health():
     if service().healthy():
-        return Response(b"", status=200)
+        return bare_response(200)  # TEI answers `()`: no body, no Content-Type
     return Response(UNHEALTHY, status=503, mimetype="application/json")
+
+
+def bare_response(status: int) -> Response:
+    """An empty response without a Content-Type, as axum sends `()`, 401, 404 and 405."""
+    response = Response(b"", status=status)
+    del response.headers["Content-Type"]
+    return response
 
 
 @bp.get("/metrics")

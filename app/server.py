@@ -56,7 +56,7 @@ def create_app(settings: Settings, service: Service | None = None, start: bool =
             return None
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
-            return Response(b"", status=401)
+            return routes.bare_response(401)
         return None
 
     if not any_origin:
@@ -67,8 +67,11 @@ def create_app(settings: Settings, service: Service | None = None, start: bool =
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        # axum's defaults: empty 404/405, a plain-text 413.
-        return Response(_BODIES.get(exc.code or 500, ""), status=exc.code or 500, mimetype="text/plain")
+        # axum's defaults: empty 404/405 (no Content-Type either), a plain-text 413.
+        status = exc.code or 500
+        if status not in _BODIES:
+            return routes.bare_response(status)
+        return Response(_BODIES[status], status=status, mimetype="text/plain")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
@@ -77,7 +80,7 @@ def create_app(settings: Settings, service: Service | None = None, start: bool =
 
         from .errors import tei_response
 
-        return tei_response(BackendError(f"Backend error: {type(exc).__name__}"),
+        return tei_response(BackendError(type(exc).__name__),
                             openai=request.path in ("/v1/embeddings", "/embeddings"))
 
     if settings.otlp_endpoint:

@@ -31,6 +31,8 @@ from .settings import Settings
 log = logging.getLogger("app.service")
 
 HEALTH_TIMEOUT_S = 30.0
+# TEI's x-compute-type: the same constant on every device (its router never sends another).
+COMPUTE_TYPE = "gpu+optimized"
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "the worker failed to boot": the master halts
 
 
@@ -40,7 +42,7 @@ class Timings:
     its items, gathered from the `Call` of each model call it made."""
 
     start: float
-    compute_type: str = "cpu"
+    compute_type: str = COMPUTE_TYPE
     chars: int = 0
     tokens: int = 0
     tokenization: float = 0.0
@@ -163,20 +165,17 @@ class Service:
             raise UnhealthyError(f"the model is {self.state}")
         return self.model
 
-    @property
-    def compute_type(self) -> str:
-        """TEI's x-compute-type: "cpu" on CPU, "gpu+optimized" on an accelerator."""
-        return "cpu" if self.model is None or self.model.backend == "cpu" else "gpu+optimized"
-
     def timings(self, start: float | None = None) -> Timings:
         """A request's Timings, started now unless `start` is given."""
-        return Timings(time.perf_counter() if start is None else start, self.compute_type)
+        return Timings(time.perf_counter() if start is None else start)
 
     @contextlib.contextmanager
-    def counted(self, family: str | None, call: Call, start: float, duration: bool = True) -> Iterator[None]:
-        """Around one model call: te_request_input_length per input; with `family` ("embed" or
-        "predict", as TEI counts them) te_{family}_count for the inputs that reached the
-        device, then te_{family}_success (and _duration) if it answered."""
+    def counted(self, family: str | None, call: Call, start: float) -> Iterator[None]:
+        """Around one model call: te_request_input_length per input; with `family` ("embed" for
+        embed, embed_all and embed_sparse, "predict" for predict and rerank, as TEI's core
+        counts them) te_{family}_count for the inputs that reached the device, then, if it
+        answered, per input te_{family}_success, _duration and the _tokenization, _queue and
+        _inference_duration (the call's means per input)."""
         try:
             yield
         finally:
@@ -185,9 +184,8 @@ class Service:
             if family is not None and call.ran:
                 getattr(self.metrics, f"{family}_count").inc(len(call.input_lengths))
         if family is not None:
-            getattr(self.metrics, f"{family}_success").inc(len(call.input_lengths))
-            if duration:
-                getattr(self.metrics, f"{family}_duration").observe(time.perf_counter() - start)
+            self.metrics.observe_items(family, len(call.input_lengths), time.perf_counter() - start,
+                                       call.tokenization, call.queue, call.inference)
 
     def healthy(self) -> bool:
         """TEI's /health: cheap if the last batch succeeded, else a real 1-token forward."""

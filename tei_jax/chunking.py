@@ -54,7 +54,7 @@ def split(whole: Encoded, lead: int, trail: int, limit: int, overlap: int) -> li
     size = limit - lead - trail
     if size <= overlap:
         raise ValidationError(
-            f"Input validation error: chunk overlap ({overlap}) must be smaller than the "
+            f"chunk overlap ({overlap}) must be smaller than the "
             f"window's {size} content tokens (max_input_length {limit}, {lead + trail} repeated)"
         )
     head, tail = slice(0, lead), slice(len(ids) - trail, len(ids))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Generic, Sequence, TypeVar
 
-from .errors import EmptyInputError, ValidationError
+from .errors import EmptyBatchError, EmptyInputError, ValidationError
 
 T = TypeVar("T")
 
@@ -42,8 +42,9 @@ def _is_id_list(value: Any) -> bool:
 
 
 def embed_size(inputs: Any) -> tuple[int, bool]:
-    """(items, is_batch) of an embed-like input, without validating it."""
-    if isinstance(inputs, str) or _is_id_list(inputs):
+    """(items, is_batch) of an embed-like input, without validating it. `[]` is one (empty)
+    id list, as serde reads TEI's untagged `Input`: its single form comes first."""
+    if isinstance(inputs, str) or _is_id_list(inputs) or (isinstance(inputs, (list, tuple)) and not inputs):
         return 1, False
     return (len(inputs), True) if isinstance(inputs, (list, tuple)) else (1, False)
 
@@ -53,7 +54,7 @@ def embed_batch(inputs: Any) -> Batch:
     if isinstance(inputs, str):
         return Batch([inputs], False)
     if isinstance(inputs, (list, tuple)):
-        if len(inputs) == 0:
+        if len(inputs) == 0:  # one empty id list (TEI's core refuses it, with its prefix)
             raise EmptyInputError("`inputs` cannot be empty")
         if _is_id_list(inputs):
             return Batch([list(inputs)], False)
@@ -87,31 +88,32 @@ def predict_batch(inputs: Any) -> Batch[list[str]]:
 def similarity_batch(source_sentence: str, sentences: Sequence[str]) -> Batch[str]:
     """/similarity's input: the source, then the sentences (they must not be empty)."""
     if not sentences:
-        raise EmptyInputError("`inputs.sentences` cannot be empty")
+        raise EmptyBatchError("`inputs.sentences` cannot be empty")
     return Batch([source_sentence, *sentences], True)
 
 
 def rerank_batch(query: str, texts: Sequence[str]) -> Batch[tuple[str, str]]:
     """/rerank's input: one (query, text) pair per text (there must be some)."""
     if not texts:
-        raise EmptyInputError("`texts` cannot be empty")
+        raise EmptyBatchError("`texts` cannot be empty")
     return Batch([(query, text) for text in texts], True)
 
 
-def text_batch(inputs: str | Sequence[str], field: str = "inputs") -> Batch[str]:
+def text_batch(inputs: str | Sequence[str]) -> Batch[str]:
     """/tokenize's input: one string or a list of strings."""
     if isinstance(inputs, str):
         return Batch([inputs], False)
     items = list(inputs)
     if not items:
-        raise EmptyInputError(f"`{field}` cannot be empty")
+        raise EmptyBatchError("`inputs` cannot be empty")
     return Batch(items, True)
 
 
-def ids_batch(ids: Sequence[int] | Sequence[Sequence[int]], field: str = "ids") -> Batch[list[int]]:
-    """/decode's input: one id list or a list of id lists."""
+def ids_batch(ids: Sequence[int] | Sequence[Sequence[int]]) -> Batch[list[int]]:
+    """/decode's input: one id list or a list of id lists (an empty list reads as one empty
+    id list, as serde reads TEI's `InputIds`)."""
     if len(ids) == 0:
-        raise EmptyInputError(f"`{field}` cannot be empty")
+        raise EmptyInputError("`input_ids` cannot be empty")
     if all(_is_id(i) for i in ids):
         return Batch([list(ids)], False)
     return Batch([list(item) for item in ids], True)

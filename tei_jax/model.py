@@ -26,7 +26,7 @@ from .batching import EXACT_ROWS, ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
 from .engine import Engine
-from .errors import BackendError, ModelLoadError, ValidationError
+from .errors import BackendError, ModelLoadError, NaNScoreError, ValidationError
 from .executor import Call, DirectExecutor, Executor, Job
 from .hub import DEFAULT_MODEL_ID, resolve_model_dir
 from .models.attention import resolve_implementation
@@ -286,7 +286,7 @@ class Model:
     def _ranked(self, logits: np.ndarray, raw_scores: bool) -> list[dict]:
         scores = scores_from_logits(logits, raw_scores)
         if np.isnan(scores).any():
-            raise BackendError("score is NaN")
+            raise NaNScoreError("score is NaN")
         ranked = best_first([(float(s), self.spec.id2label.get(i, str(i))) for i, s in enumerate(scores)],
                             key=lambda pair: pair[0])
         return [{"score": score, "label": label} for score, label in ranked]
@@ -330,7 +330,7 @@ class Model:
         for index, logits in enumerate(outputs):
             score = float(scores_from_logits(logits, raw_scores)[0])
             if np.isnan(score):
-                raise BackendError("score is NaN")
+                raise NaNScoreError("score is NaN")
             rank = {"index": index, "score": score}
             if return_text:
                 rank["text"] = texts[index]

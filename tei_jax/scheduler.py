@@ -382,7 +382,7 @@ class Scheduler:
     def _fail(self, entries: list[Entry], exc: Exception) -> None:
         log.error("batch of %d items failed: %s", len(entries), exc)
         self.healthy = False
-        error = exc if isinstance(exc, BackendError) else BackendError(f"Backend error: {exc}")
+        error = exc if isinstance(exc, BackendError) else BackendError(str(exc))
         for entry in entries:
             if entry.live:
                 entry.future.set_exception(error)
@@ -417,5 +417,5 @@ def as_tei_error(exc: BaseException) -> BaseException:
     if isinstance(exc, TEIError):
         return exc
     if isinstance(exc, ValueError):  # an item longer than the widest compiled shape
-        return ValidationError(f"Input validation error: {exc}")
-    return BackendError(f"Backend error: {exc}")
+        return ValidationError(str(exc))
+    return BackendError(str(exc))

@@ -95,7 +95,7 @@ class Tokenizer:
             raise EmptyInputError("`inputs` cannot be empty")
         bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 0]
         if bad:
-            raise TokenizerError(f"tokenizer error token id {bad[0]!r} is not a token id")
+            raise TokenizerError(f"token id {bad[0]!r} is not a token id")
         # As TEI: the ids are decoded, and decoding drops ids outside the vocabulary.
         return self._plain.decode([i for i in ids if i < self.vocab_size], skip_special_tokens=skip_special)
 
@@ -106,7 +106,7 @@ class Tokenizer:
             return text
         if not truncate:
             raise ValidationError(
-                f"Input validation error: `inputs` must have less than {limit} characters. Given: {chars}"
+                f"`inputs` must have less than {limit} characters. Given: {chars}"
             )
         # TEI cuts at byte `limit` only when that is a character boundary and otherwise leaves
         # the text whole (a long CJK text was then tokenized in full). We cut at the last
@@ -133,7 +133,7 @@ class Tokenizer:
         special = add_special_tokens
         if isinstance(inputs, str):
             if inputs == "":
-                raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+                raise EmptyInputError("`inputs` cannot be empty")
             text, chars = inputs, len(inputs)
         else:
             ids = list(inputs)
@@ -144,7 +144,7 @@ class Tokenizer:
             else:
                 text = self._ids_to_text(ids, skip_special=True)
         if pair is not None and pair == "":
-            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+            raise EmptyInputError("`inputs` cannot be empty")
         if prompt:
             text = prompt + text
         share = 2 if pair is not None else 1
@@ -156,15 +156,15 @@ class Tokenizer:
         try:
             encoding = _encode_releasing_gil(tokenizer, text, pair, special)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error {exc}") from exc
+            raise TokenizerError(str(exc)) from exc
         n = len(encoding.ids)
         if n > self.max_input_length:
             raise ValidationError(
-                f"Input validation error: `inputs` must have less than {self.max_input_length} "
+                f"`inputs` must have less than {self.max_input_length} "
                 f"tokens. Given: {n}"
             )
         if n == 0:
-            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+            raise EmptyInputError("`inputs` cannot be empty")
         return Encoded(tuple(encoding.ids), tuple(encoding.type_ids), chars)
 
     def encode_whole(self, text: str, *, prompt_name: str | None = None) -> tuple[Encoded, int, int]:
@@ -174,13 +174,13 @@ class Tokenizer:
         if not isinstance(text, str):
             raise ValidationError("`inputs` must be a string to be chunked")
         if text == "":
-            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+            raise EmptyInputError("`inputs` cannot be empty")
         prompt = self.prompt_text(prompt_name)
         try:
             encoding = self._plain.encode((prompt or "") + text)
             prompt_ids = self._plain.encode(prompt, add_special_tokens=False).ids if prompt else []
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error {exc}") from exc
+            raise TokenizerError(str(exc)) from exc
         ids, mask = encoding.ids, encoding.special_tokens_mask
         lead = next((i for i, special in enumerate(mask) if not special), len(ids))
         trail = next((i for i, special in enumerate(reversed(mask)) if not special), 0)
@@ -192,14 +192,14 @@ class Tokenizer:
     def tokenize(self, text: str, add_special_tokens: bool = True, prompt_name: str | None = None) -> list[dict]:
         """TEI's /tokenize tokens: id, text, special, and byte offsets into (prompt + text)."""
         if text == "":
-            raise EmptyInputError("Input validation error: `inputs` cannot be empty")
+            raise EmptyInputError("`inputs` cannot be empty")
         prompt = self.prompt_text(prompt_name)
         full = (prompt or "") + text
         full = self._char_guard(full, truncate=False, share=1)
         try:
             encoding = self._plain.encode(full, add_special_tokens=add_special_tokens)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error {exc}") from exc
+            raise TokenizerError(str(exc)) from exc
         byte_at = _char_to_byte_offsets(full)
         tokens = []
         for token_id, token, special_mask, (start, stop) in zip(
@@ -221,7 +221,7 @@ class Tokenizer:
         try:
             return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except Exception as exc:
-            raise TokenizerError(f"tokenizer error {exc}") from exc
+            raise TokenizerError(str(exc)) from exc
 
 
 def _encode_releasing_gil(tokenizer: HFTokenizer, text: str, pair: str | None, special: bool):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tei_jax.bench import __main__ as cli
-from tei_jax.bench import flops, loadgen, presets, report, servers, workloads
+from tei_jax.bench import engine_mode, flops, loadgen, presets, report, servers, workloads
 from tests.tiny_models import minilm_dir
 
 
@@ -58,11 +59,24 @@ def test_gpu_only_preset_is_refused_on_cpu():
     assert presets.check_device(presets.PRESETS["minilm"], "cpu") is None
 
 
+def test_time_round_repeats_whole_passes_until_its_minimum_time():
+    calls = []
+    system = engine_mode.System("fake", "float32", lambda batch: (calls.append(len(batch)), time.sleep(0.004)),
+                                1.0)
+    batches = [["a", "b"], ["c"]]
+    wall, latencies, passes = engine_mode.time_round(system, batches)
+    assert passes == 1 and calls == [2, 1] and len(latencies) == 2
+    calls.clear()
+    wall, latencies, passes = engine_mode.time_round(system, batches, min_seconds=0.05)
+    assert wall >= 0.05 and passes >= 2
+    assert calls == [2, 1] * passes and len(latencies) == 2 * passes  # whole passes only
+
+
 def test_engine_mode_end_to_end_writes_json_and_plot(tmp_path, capsys):
     out = tmp_path / "results"
     code = cli.main(["--mode", "engine", "--preset", "tiny", "--workload", "mixed", "--count", "12",
-                     "--batch-size", "4", "--rounds", "2", "--profile", "--quiet", "--no-peak",
-                     "--work-dir", str(tmp_path / "models"), "--output-dir", str(out), "--name", "smoke"])
+                     "--batch-size", "4", "--rounds", "2", "--round-seconds", "0.01", "--profile", "--quiet",
+                     "--no-peak", "--work-dir", str(tmp_path / "models"), "--output-dir", str(out), "--name", "smoke"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "tei-jax" in printed and "sentence-transformers" in printed and "ratio" in printed
@@ -71,6 +85,7 @@ def test_engine_mode_end_to_end_writes_json_and_plot(tmp_path, capsys):
         assert (out / "smoke.png").stat().st_size > 1000
     assert result["mode"] == "engine" and result["preset"] == "tiny"
     assert result["workload"]["count"] == 12 and result["compiles_during_timing"] == 0
+    assert result["round_seconds"] == 0.01
     assert result["max_abs_diff_vs_peer"] < 1e-4  # same weights, same inputs: same vectors
     for key in ("cpu_model", "cpu_cores", "date", "versions", "jax_backend"):
         assert key in result["machine"]
@@ -79,7 +94,7 @@ def test_engine_mode_end_to_end_writes_json_and_plot(tmp_path, capsys):
     for entry in (ours, peer):
         for key in ("tokens_per_s", "sequences_per_s", "p50_ms", "p99_ms", "padding_efficiency", "ratio_to_peer"):
             assert entry[key] > 0, key
-        assert len(entry["rounds"]) == 2
+        assert len(entry["rounds"]) == 2 and all(r["passes"] >= 1 for r in entry["rounds"])
         assert 0 < entry["padding_efficiency"] <= 1
     assert ours["ratio_to_peer"] == pytest.approx(ours["tokens_per_s"] / peer["tokens_per_s"])
     assert set(result["profile"]["share"]) == {"tokenize", "plan", "host_arrays", "device", "collect", "finish"}

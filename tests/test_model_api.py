@@ -151,8 +151,8 @@ def test_unknown_prompt_name_is_worded_as_tei(prompt_model):
     `default-prompt-name` option even here (core/src/tokenization.rs prepare_pre_prompt)."""
     with pytest.raises(tei_jax.ValidationError) as refused:
         prompt_model.embed("hello", prompt_name="nope")
-    assert str(refused.value) == ("`default-prompt-name` is set to `nope` but it was not found in the Sentence "
-                                  'Transformers prompts. Available prompts: ["query", "passage"]')
+    assert str(refused.value) == ("Input validation error: `default-prompt-name` is set to `nope` but it was not "
+                                  'found in the Sentence Transformers prompts. Available prompts: ["query", "passage"]')
 
 
 def test_embed_all_shapes(model):
@@ -165,7 +165,7 @@ def test_empty_inputs(model):
         model.embed("")
     with pytest.raises(tei_jax.EmptyInputError):
         model.embed([])
-    with pytest.raises(tei_jax.EmptyInputError, match="`ids` cannot be empty"):
+    with pytest.raises(tei_jax.EmptyInputError, match="`input_ids` cannot be empty"):
         model.decode([])
 
 

@@ -43,9 +43,11 @@ class Calls:
         return Call(self.service, self.service.timings(), wait_for_permits=wait_for_permits,
                     client_gone=lambda: not context.is_active())
 
-    def unary(self, context: grpc.ServicerContext, work: Callable[[Call], Message], method: str = "single",
+    def unary(self, context: grpc.ServicerContext, work: Callable[[Call], Message], method: str | None = "single",
               timed: bool = True) -> Message:
-        """One request: `work(call)` -> the response message (with timing metadata if `timed`)."""
+        """One request: `work(call)` -> the response message (with timing metadata if `timed`);
+        counted in te_request_count{method} unless method is None (Info, Tokenize, Decode: TEI
+        counts those nowhere)."""
         call = self.call(context, method)
         message = self.run(context, call, work)
         if timed:
@@ -59,7 +61,7 @@ class Calls:
         concurrently with the others; answers in request order; the first error ends the stream."""
 
         def one(request) -> tuple[Call, Message | TEIError]:
-            call = self.call(context, "single", wait_for_permits=True)
+            call = self.call(context, "single" if timed else None, wait_for_permits=True)
             try:
                 return call, self.execute(call, lambda c: work(c, request))
             except TEIError as exc:
@@ -88,7 +90,7 @@ class Calls:
             raise BackendError("the client went away") from None
         except Exception as exc:
             log.exception("unexpected error in a gRPC call")
-            raise BackendError(f"Backend error: {type(exc).__name__}") from None
+            raise BackendError(type(exc).__name__) from None
 
     def fail(self, context: grpc.ServicerContext, call: Call, exc: TEIError):
         """Count the failure (te_request_failure{err}) and end the call with its status."""

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tei_jax import inputs
-from tei_jax.errors import UnhealthyError
+from tei_jax.errors import BackendError, UnhealthyError
 from tei_jax.executor import Call as ModelCall
-from tei_jax.tasks import Operation
+from tei_jax.tasks import ModelKind, Operation
 
 from ..errors import batch_size_error
 from ..service import Service, Timings
@@ -51,12 +51,25 @@ class Call:
         self.timings.add(model_call)
 
 
-def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1,
-         duration: bool = True):
+class RerankRefusal(BackendError):
+    """TEI's gRPC Rerank checks the model type itself and words it bare (an embedding model is
+    "not a classifier model" there), where its HTTP route and core say "Backend error: ..."."""
+
+    prefix = ""
+
+
+def require_reranker(model) -> None:
+    """Raise TEI's gRPC refusal unless `model` reranks."""
+    if Operation.RERANK not in model.operations:
+        raise RerankRefusal("model is not a classifier model" if model.kind is ModelKind.EMBEDDING
+                            else "model is not a re-ranker model")
+
+
+def _run(call: Call, family: str | None, operation: Callable[[ModelCall], object], permits: int = 1):
     """Permits, then one model operation with its metrics; the answer."""
     model_call = call.model_call()
     try:
-        with call.permits(permits), call.service.counted(family, model_call, call.timings.start, duration):
+        with call.permits(permits), call.service.counted(family, model_call, call.timings.start):
             return operation(model_call)
     finally:
         call.done(model_call)
@@ -75,7 +88,7 @@ def embed_sparse(call: Call, text: str, *, truncate: bool, truncation_direction:
                  prompt_name: str | None) -> list[dict]:
     """One SPLADE vector as TEI's [{index, value}] (non-zero entries)."""
     model = call.service.require_ready()
-    return _run(call, None, lambda c: model.embed_sparse(
+    return _run(call, "embed", lambda c: model.embed_sparse(
         text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
@@ -83,7 +96,7 @@ def embed_all(call: Call, text: str, *, truncate: bool, truncation_direction: st
               prompt_name: str | None) -> np.ndarray:
     """Per-token hidden states of one input (float32 [tokens, hidden])."""
     model = call.service.require_ready()
-    return _run(call, None, lambda c: model.embed_all(
+    return _run(call, "embed", lambda c: model.embed_all(
         text, truncate=truncate, truncation_direction=truncation_direction, prompt_name=prompt_name, call=c))[0]
 
 
@@ -101,14 +114,14 @@ def rerank(call: Call, query: str, texts: Sequence[str], *, truncate: bool, raw_
     service = call.service
     model = service.require_ready()
     size = inputs.rerank_batch(query, texts).size  # TEI: empty, then the model type, then the batch size
-    model.require(Operation.RERANK)
+    require_reranker(model)
     limit = service.settings.max_client_batch_size
     if size > limit:
         call.batch_size_error = True
         raise batch_size_error(size, limit)
     return _run(call, "predict", lambda c: model.rerank(
         query, texts, raw_scores=raw_scores, return_text=return_text, truncate=truncate,
-        truncation_direction=truncation_direction, call=c), permits=size, duration=False)
+        truncation_direction=truncation_direction, call=c), permits=size)
 
 
 def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: str | None) -> list[dict]:
@@ -118,7 +131,7 @@ def tokenize(call: Call, text: str, *, add_special_tokens: bool, prompt_name: st
 
 def decode(call: Call, ids: Sequence[int], *, skip_special_tokens: bool) -> str:
     model = call.service.require_ready()
-    inputs.ids_batch(list(ids), field="input_ids")
+    inputs.ids_batch(list(ids))
     return model.decode(list(ids), skip_special_tokens)[0]
 
 
@@ -139,10 +152,9 @@ def rerank_pair(call: Call, query: str, text: str, *, truncate: bool, truncation
     are ranked together by `rank_pairs` (the model's `rank`, the same scoring and sorting as
     `rerank`)."""
     model = call.service.require_ready()
-    model.require(Operation.RERANK)
+    require_reranker(model)
     [rank] = _run(call, "predict", lambda c: model.rerank(
-        query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c),
-        duration=False)
+        query, [text], raw_scores=True, truncate=truncate, truncation_direction=truncation_direction, call=c))
     return np.array([rank["score"]], dtype=np.float32)
 
 

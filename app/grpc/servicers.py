@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from tei_jax.errors import ValidationError
-from tei_jax.tasks import Operation
-
+from ..errors import BareValidationError
 from . import convert, operations as ops
 from .calls import Calls
 from .operations import Call
@@ -21,7 +19,7 @@ class InfoServicer(rpc.InfoServicer):
         self.calls = calls
 
     def Info(self, request, context):
-        return self.calls.unary(context, lambda call: convert.info_response(ops.info(call)), timed=False)
+        return self.calls.unary(context, lambda call: convert.info_response(ops.info(call)), method=None, timed=False)
 
 
 class EmbedServicer(rpc.EmbedServicer):
@@ -70,7 +68,7 @@ class EmbedServicer(rpc.EmbedServicer):
 def _pair(inputs) -> str | list[str]:
     """PredictPair's `inputs`: one text or a pair, as TEI checks it."""
     if len(inputs) not in (1, 2):
-        raise ValidationError(f"`inputs` must have a single or two elements. Given: {len(inputs)}")
+        raise BareValidationError(f"`inputs` must have a single or two elements. Given: {len(inputs)}")
     return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
@@ -136,7 +134,7 @@ class RerankServicer(rpc.RerankServicer):
             return output, message.text, part.timings
 
         def work(call: Call) -> pb.RerankResponse:
-            call.service.require_ready().require(Operation.RERANK)
+            ops.require_reranker(call.service.require_ready())
             call.inferring = True  # from here a Backend error is an inference failure
             outputs, texts, parts = [], [], []
             pairs = ordered_map(calls.stream_pool, one, remember_first(request_iterator), calls.max_parallel)
@@ -145,7 +143,7 @@ class RerankServicer(rpc.RerankServicer):
                 texts.append(text)
                 parts.append(timings)
             if not outputs:
-                raise ValidationError("`texts` cannot be empty")
+                raise BareValidationError("`texts` cannot be empty")  # TEI divides by zero here
             options = first[0]
             ranks = ops.rank_pairs(call, outputs, texts, parts, raw_scores=options.raw_scores,
                                    return_text=options.return_text)
@@ -169,13 +167,13 @@ class TokenizeServicer(rpc.TokenizeServicer):
         return pb.DecodeResponse(text=ops.decode(call, list(r.ids), skip_special_tokens=r.skip_special_tokens))
 
     def Tokenize(self, request, context):
-        return self.calls.unary(context, lambda call: self._tokenize(call, request), timed=False)
+        return self.calls.unary(context, lambda call: self._tokenize(call, request), method=None, timed=False)
 
     def TokenizeStream(self, request_iterator, context):
         return self.calls.stream(context, request_iterator, self._tokenize, timed=False)
 
     def Decode(self, request, context):
-        return self.calls.unary(context, lambda call: self._decode(call, request), timed=False)
+        return self.calls.unary(context, lambda call: self._decode(call, request), method=None, timed=False)
 
     def DecodeStream(self, request_iterator, context):
         return self.calls.stream(context, request_iterator, self._decode, timed=False)

@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="texts per embed call (engine, default 32) or per HTTP request (server, default 1)")
     p.add_argument("--rounds", type=int, default=3, help="alternating measured rounds per system")
+    p.add_argument("--round-seconds", type=float, default=0.0,
+                   help="engine: each round repeats whole passes over the workload for at least this many "
+                        "seconds per system (default 0: one pass), so a load spike is averaged, not caught whole")
     p.add_argument("--duration", type=float, default=None, help="server: seconds per round (default 20)")
     p.add_argument("--requests", type=int, default=None, help="server: requests per round instead of a duration")
     p.add_argument("--concurrency", type=int, default=32, help="server: concurrent clients")
@@ -120,8 +123,8 @@ def run(args: argparse.Namespace) -> dict:
         count = args.count or (64 if args.workload == "fixed512" else 512)
         options = engine_mode.EngineOptions(
             preset=args.preset, workload=args.workload, count=count, batch_size=args.batch_size or 32,
-            rounds=args.rounds, dtype=args.dtype, peers=engine_peers, peer_dtype=args.peer_dtype, seed=args.seed,
-            peer_batch_size=args.peer_batch_size,
+            rounds=args.rounds, round_seconds=args.round_seconds, dtype=args.dtype, peers=engine_peers,
+            peer_dtype=args.peer_dtype, seed=args.seed, peer_batch_size=args.peer_batch_size,
             attention=args.attention, max_batch_tokens=args.max_batch_tokens, work_dir=args.work_dir,
             data_parallel_size=args.data_parallel_size, tensor_parallel_size=args.tensor_parallel_size,
             allow_cpu=args.allow_cpu, status_file=args.status_file, trace_dir=args.trace_dir)

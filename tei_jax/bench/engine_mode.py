@@ -7,6 +7,11 @@ on the whole workload first, and then run alternating rounds (forward order on e
 reversed on odd ones) so background noise falls on all. Ratios are against the best peer
 (highest median tokens/s) of the run.
 
+A round is one pass over the workload, or with `round_seconds` as many whole passes as fill
+that much wall time: on a shared machine a 1.5 s pass catches a load spike whole, while
+passes repeated for a few seconds average it out. The same rule applies to every system, so
+a fast system runs more passes in a round, never a different workload.
+
 Several attention implementations can run side by side (`attention="xla,cudnn,pallas"`): each
 is its own system `tei-jax[xla]`, ..., measured in the same rounds against the same peer. One
 that fails to load or to warm up is recorded under `failed_systems` and the others go on, so a
@@ -42,6 +47,7 @@ class EngineOptions:
     count: int = 512
     batch_size: int = 32
     rounds: int = 3
+    round_seconds: float = 0.0  # each round repeats whole workload passes for at least this long
     dtype: str | None = None  # ours; default float32 on CPU, bfloat16 on accelerators
     peers: tuple[str, ...] = (PEER,)  # any of PEERS, in this order in the table; () for none
     peer_dtype: str | None = None  # default float32 on CPU, float16 on GPU
@@ -205,14 +211,21 @@ def load_onnx_peer(folder: Path, options: EngineOptions, max_length: int, texts:
     return System(ONNX, "float32", embed, efficiency, details=details)
 
 
-def time_round(system: System, batches: list[list[str]]) -> tuple[float, list[float]]:
+def time_round(system: System, batches: list[list[str]], min_seconds: float = 0.0) -> tuple[float, list[float], int]:
+    """Wall seconds, per-call latencies and whole passes over `batches`: one pass, or as many
+    as it takes to fill `min_seconds`."""
     latencies = []
+    passes = 0
     start = time.perf_counter()
-    for batch in batches:
-        t0 = time.perf_counter()
-        system.embed(batch)
-        latencies.append(time.perf_counter() - t0)
-    return time.perf_counter() - start, latencies
+    while True:
+        for batch in batches:
+            t0 = time.perf_counter()
+            system.embed(batch)
+            latencies.append(time.perf_counter() - t0)
+        passes += 1
+        wall = time.perf_counter() - start
+        if wall >= min_seconds:
+            return wall, latencies, passes
 
 
 def trace_round(system: System, batches: list[list[str]], root: Path) -> Path:
@@ -344,10 +357,11 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         for system in order:
             progress.step(f"round {index + 1}/{options.rounds}: {system.name}")
             write_status(options, f"round{index + 1}:{system.name}")
-            wall, latencies = time_round(system, batches)
+            wall, latencies, passes = time_round(system, batches, options.round_seconds)
             per_system[system.name]["latencies"].extend(latencies)
             per_system[system.name]["rounds"].append({
-                "seconds": wall, "tokens_per_s": tokens / wall, "sequences_per_s": len(work.texts) / wall})
+                "seconds": wall, "passes": passes, "tokens_per_s": tokens * passes / wall,
+                "sequences_per_s": len(work.texts) * passes / wall})
 
     phase_profile = None
     if profile:
@@ -389,7 +403,10 @@ def run(options: EngineOptions, progress: Progress | None = None, peak: dict | N
         "peer_batch_size": options.peer_batch_size,
         "max_batch_tokens": options.max_batch_tokens,
         "rounds": options.rounds,
-        "headline": "median over alternating rounds (best round also given)",
+        "round_seconds": options.round_seconds,
+        "headline": "median over alternating rounds (best round also given)"
+                    + (f", each round at least {options.round_seconds:g} s of whole passes per system"
+                       if options.round_seconds else ""),
         "backend": jax.default_backend(),
         "attention": options.attention,
         "data_parallel_size": options.data_parallel_size,

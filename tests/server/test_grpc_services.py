@@ -84,18 +84,30 @@ def test_embed_options_follow_http(embed_server, embed_stub, auth):
     assert error.code() == Code.INVALID_ARGUMENT and "must have less than 128 tokens" in error.details()
 
 
-def test_embed_errors_have_tei_codes_and_messages(embed_stub):
+def test_embed_errors_have_tei_codes_and_messages(embed_stub, embed_channel):
+    # The same text as over HTTP, the core's prefix included (TEI: Status::new(code, error.to_string())).
     cases = [
-        (pb.EmbedRequest(inputs=""), Code.INVALID_ARGUMENT, "`inputs` cannot be empty"),
-        (pb.EmbedRequest(inputs="a", dimensions=0), Code.INVALID_ARGUMENT, "`dimensions` should be positive"),
-        (pb.EmbedRequest(inputs="a", dimensions=DIM + 1), Code.INVALID_ARGUMENT, "smaller than the maximum"),
-        (pb.EmbedRequest(inputs="a", prompt_name="nope"), Code.INVALID_ARGUMENT, "nope"),
+        (pb.EmbedRequest(inputs=""), Code.INVALID_ARGUMENT, "Input validation error: `inputs` cannot be empty"),
+        (pb.EmbedRequest(inputs="a", dimensions=0), Code.INVALID_ARGUMENT,
+         "Input validation error: `dimensions` should be positive"),
+        (pb.EmbedRequest(inputs="a", dimensions=DIM + 1), Code.INVALID_ARGUMENT,
+         "Input validation error: `dimensions` should be smaller than the maximum embedding dimension."),
     ]
-    for request, code, words in cases:
+    for request, code, text in cases:
         error = refused(embed_stub.Embed, request, metadata=KEY)
-        assert error.code() == code and words in error.details(), (request, error.details())
+        assert (error.code(), error.details()) == (code, text), request
+    prompt = refused(embed_stub.Embed, pb.EmbedRequest(inputs="a", prompt_name="nope"), metadata=KEY)
+    assert prompt.details().startswith("Input validation error: `default-prompt-name` is set to `nope`")
     sparse = refused(embed_stub.EmbedSparse, pb.EmbedSparseRequest(inputs="a"), metadata=KEY)
-    assert sparse.code() == Code.FAILED_PRECONDITION
+    assert (sparse.code(), sparse.details()) == (
+        Code.FAILED_PRECONDITION, "Backend error: Model is not an embedding model with SPLADE pooling")
+    predict = refused(rpc.PredictStub(embed_channel).Predict, pb.PredictRequest(inputs="a"), metadata=KEY)
+    assert predict.details() == "Backend error: Model is not a classifier model"
+    # TEI's gRPC Rerank words the model type itself, bare: an embedding model is "not a classifier".
+    rerank = refused(rpc.RerankStub(embed_channel).Rerank, pb.RerankRequest(query="q", texts=["a"]), metadata=KEY)
+    assert (rerank.code(), rerank.details()) == (Code.FAILED_PRECONDITION, "model is not a classifier model")
+    decode = refused(rpc.TokenizeStub(embed_channel).Decode, pb.DecodeRequest(ids=[]), metadata=KEY)
+    assert decode.details() == "Input validation error: `input_ids` cannot be empty"
 
 
 def test_a_stream_of_1000_answers_in_order_with_http_vectors(embed_server, embed_stub, auth):
@@ -197,7 +209,7 @@ def test_health_reports_the_model_types_services(embed_channel, classifier_serve
                                 "tei.v1.Rerank": "SERVING"}
 
 
-def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, auth):
+def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, embed_channel, auth):
     def count(text, name, label):
         found = re.search(rf'^{name}\{{{label}\}} (\S+)$', text, re.M)
         return float(found.group(1)) if found else 0.0
@@ -205,6 +217,7 @@ def test_grpc_calls_are_counted_in_the_te_metrics(embed_server, embed_stub, auth
     before = requests.get(embed_server.url + "/metrics", headers=auth).text
     list(embed_stub.EmbedStream(iter([pb.EmbedRequest(inputs="counted")] * 5), metadata=KEY))
     refused(embed_stub.Embed, pb.EmbedRequest(inputs=""), metadata=KEY)
+    rpc.TokenizeStub(embed_channel).Tokenize(pb.EncodeRequest(inputs="not counted"), metadata=KEY)  # as in TEI
     after = requests.get(embed_server.url + "/metrics", headers=auth).text
     def grew(name, label):
         return count(after, name, label) - count(before, name, label)
@@ -239,7 +252,7 @@ def test_classifier_predict_and_pairs(classifier_server):
         wrong = refused(rpc.RerankStub(ch).Rerank, pb.RerankRequest(query="a", texts=["b"]))
         assert wrong.code() == Code.FAILED_PRECONDITION and wrong.details() == "model is not a re-ranker model"
         embed = refused(rpc.EmbedStub(ch).Embed, pb.EmbedRequest(inputs="a"))
-        assert embed.code() == Code.FAILED_PRECONDITION and embed.details() == "Model is not an embedding model"
+        assert embed.code() == Code.FAILED_PRECONDITION and embed.details() == "Backend error: Model is not an embedding model"
         assert rpc.InfoStub(ch).Info(pb.InfoRequest()).model_type == pb.MODEL_TYPE_CLASSIFIER
 
 

@@ -49,7 +49,7 @@ def test_embed_shapes_headers_and_token_ids(embedder):
     assert vectors.shape == (1, HIDDEN) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     for header in TIMING_HEADERS:
         assert header in single.headers
-    assert single.headers["x-compute-type"] == "cpu"
+    assert single.headers["x-compute-type"] == "gpu+optimized"
     assert single.headers["x-compute-tokens"] == "7" and single.headers["x-compute-characters"] == "22"
     batch = np.array(embedder.post("/embed", json={"inputs": ["hello", "What is Deep Learning?"]}).json)
     assert batch.shape == (2, HIDDEN) and np.allclose(batch[1], vectors[0], atol=1e-6)
@@ -62,7 +62,7 @@ def test_embed_shapes_headers_and_token_ids(embedder):
 
 @pytest.mark.parametrize("body, status, error_type, message", [
     ({"inputs": ""}, 400, "Empty", "Input validation error: `inputs` cannot be empty"),
-    ({"inputs": []}, 400, "Empty", "`inputs` cannot be empty"),
+    ({"inputs": []}, 400, "Empty", "Input validation error: `inputs` cannot be empty"),  # one empty id list
     ({"inputs": ["a"] * 33}, 422, "Validation", "batch size 33 > maximum allowed batch size 32"),
     ({"inputs": "word " * 300, "truncate": False}, 422, "Validation",
      "Input validation error: `inputs` must have less than 128 tokens. Given: 302"),
@@ -122,7 +122,7 @@ def test_embed_all_similarity_openai_tokenize_decode(embedder):
     [tokens] = embedder.post("/tokenize", json={"inputs": "What is"}).json
     assert [t["id"] for t in tokens] == [101, 2054, 2003, 102]
     assert embedder.post("/decode", json={"ids": [2054, 2003]}).json == ["what is"]
-    assert embedder.post("/decode", json={"ids": []}).json["error"] == "`ids` cannot be empty"
+    assert embedder.post("/decode", json={"ids": []}).json["error"] == "Input validation error: `input_ids` cannot be empty"
 
 
 @pytest.mark.parametrize("instance, text", [
