@@ -25,9 +25,14 @@ LIBTPU_SITE ?= .cache/libtpu-site
 CUDA_SITE ?= .cache/cuda-site
 PRIVATE_SITE := $(PYTHON) tests/sharding/private_site.py
 
+# Two pytest-xdist workers, one per core: tests go out in groups (tests/conftest.py: a module,
+# every module on the shared server fleet, tests/sharding) in the order the conftest sets.
+# `make test XDIST=` runs in one process.
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: install-test
 	$(PRIVATE_SITE) tpu $(LIBTPU_SITE)
-	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest $(PYTEST_ARGS)
+	TEI_JAX_LIBTPU_SITE=$(abspath $(LIBTPU_SITE)) $(PYTHON) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-all: install-test
 	$(PRIVATE_SITE) tpu $(LIBTPU_SITE)

@@ -239,9 +239,8 @@ def do_similarity(req: schemas.SimilarityRequest):
 
 def do_predict(req: schemas.PredictRequest):
     model = service().require_ready()
-    model.require(Operation.PREDICT)
     size, batch = inputs.predict_size(req.inputs)
-    count_request(size, batch)
+    count_request(size, batch)  # TEI: the batch size before the model type (model.predict checks it)
     call = new_call()
     with service().permits.acquire(size), service().counted("predict", call, g.start):
         scores = model.predict(req.inputs, raw_scores=req.raw_scores, truncate=req.truncate,
@@ -378,8 +377,8 @@ def _run_together(runs: list[tuple[Callable, pydantic.BaseModel]]) -> list[Any]:
         except Exception as exc:  # handed to the request's thread, raised there in order
             return None, exc, g.get("calls", []), bool(g.get("batch_size_error"))
 
-    if len(runs) == 1:
-        outcomes = [one(*runs[0])]
+    if len(runs) <= 1:  # nothing to run beside it (TEI answers no instances with no predictions)
+        outcomes = [one(*run) for run in runs]
     else:
         with concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="vertex") as pool:
             futures = [pool.submit(copy_current_request_context(one), *run) for run in runs]

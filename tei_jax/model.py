@@ -243,15 +243,15 @@ class Model:
 
     # Embeddings ------------------------------------------------------------------------------
     def check_embed_options(self, normalize: bool, dimensions: int | None) -> None:
-        """Raise what `embed` would raise for these options, before any input is read."""
-        self.require(Operation.EMBED)
-        if self.spec.pooling == "splade" and normalize:
+        """Raise what `embed` would raise for these options, before any input is read, in TEI's
+        order (embed_pooled: SPLADE with normalize, zero dimensions, then the model type)."""
+        if self.kind is ModelKind.EMBEDDING and self.spec.pooling == "splade" and normalize:
             raise BackendError("`normalize` is not available for SPLADE models")
-        if dimensions is not None:
-            if dimensions <= 0:
-                raise ValidationError("`dimensions` should be positive")
-            if dimensions > self.embedding_dim:
-                raise ValidationError("`dimensions` should be smaller than the maximum embedding dimension.")
+        if dimensions is not None and dimensions <= 0:
+            raise ValidationError("`dimensions` should be positive")
+        self.require(Operation.EMBED)
+        if dimensions is not None and dimensions > self.embedding_dim:
+            raise ValidationError("`dimensions` should be smaller than the maximum embedding dimension.")
 
     def embed(self, inputs: EmbedInput, normalize: bool = True, truncate: bool | None = None,
               truncation_direction: str = "right", prompt_name: str | None = None,

@@ -63,3 +63,29 @@ def test_a_build_that_copies_a_built_folder_is_complete_and_reused(tmp_path):
     folder = tm.build_once(tmp_path / "derived", derived)
     assert tm.is_complete(folder) and len(builds) == 1
     assert tm.build_once(folder, derived) == folder and len(builds) == 1
+
+
+def test_two_processes_building_one_folder_build_it_once(tmp_path):
+    """pytest-xdist workers sharing TEI_JAX_TINY_MODELS: the second builder waits for the first
+    and reuses its folder (before, it built again and removed the first one's finished folder,
+    which the first one's tests were reading). Threads stand in for the processes: each opens
+    the lock file on its own, as a process does."""
+    import threading
+    import time
+
+    builds, started = [], threading.Event()
+
+    def slow(into):
+        builds.append(into)
+        started.set()
+        time.sleep(0.3)
+        _build(into)
+
+    folder = tmp_path / "bert-base"
+    first = threading.Thread(target=tm.build_once, args=(folder, slow))
+    first.start()
+    assert started.wait(10)
+    assert tm.build_once(folder, slow) == folder  # while the first one is still building
+    first.join()
+    assert len(builds) == 1 and tm.is_complete(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["bert-base"]

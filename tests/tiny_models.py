@@ -9,6 +9,8 @@ there at the size written (`build_once`): a build killed half-way is built again
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +35,13 @@ def is_complete(folder: Path) -> bool:
         (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in manifest.items())
 
 
+def _lock_path(folder: Path) -> Path:
+    """A lock file for building `folder`, kept outside its parent (whose listing tests check)."""
+    locks = Path(tempfile.gettempdir()) / "tei-jax-tiny-locks"
+    locks.mkdir(exist_ok=True)
+    return locks / (hashlib.sha1(str(folder.resolve()).encode()).hexdigest() + ".lock")
+
+
 def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     """`folder`, made by `build(into)` unless a whole earlier build is there. The build writes
     into a fresh sibling folder, which gets a manifest of its files and is then renamed into
@@ -40,21 +49,29 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     if is_complete(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        build(staging)
-        # (a build that copied another built folder copied its manifest too: not a file of its own)
-        manifest = {path.relative_to(staging).as_posix(): path.stat().st_size
-                    for path in sorted(staging.rglob("*")) if path.is_file() and path.name != MANIFEST}
-        (staging / MANIFEST).write_text(json.dumps(manifest))
-        if folder.exists():
-            shutil.rmtree(folder)  # a half-written earlier build
-        os.replace(staging, folder)
-    except OSError:
-        if not is_complete(folder):  # else another process finished the same build first
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # One builder at a time per folder, across processes (pytest-xdist workers sharing
+    # TEI_JAX_TINY_MODELS): a second one waits, then finds the folder built. Without the lock it
+    # could take the first one's finished folder for a half-written one and remove it while the
+    # first one's tests read it.
+    with open(_lock_path(folder), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(folder):
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            build(staging)
+            # (a build that copied another built folder copied its manifest too: not a file of its own)
+            manifest = {path.relative_to(staging).as_posix(): path.stat().st_size
+                        for path in sorted(staging.rglob("*")) if path.is_file() and path.name != MANIFEST}
+            (staging / MANIFEST).write_text(json.dumps(manifest))
+            if folder.exists():
+                shutil.rmtree(folder)  # a half-written earlier build
+            os.replace(staging, folder)
+        except OSError:
+            if not is_complete(folder):  # else a process without this lock finished it first
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -140,8 +157,16 @@ def write_pooling(folder: Path, mode: str) -> None:
     flags[{"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
            "last_token": "pooling_mode_lasttoken", "weightedmean": "pooling_mode_weightedmean_tokens",
            "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}[mode]] = True
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(flags))
+    target = folder / "1_Pooling" / "config.json"
+    target.parent.mkdir(exist_ok=True)
+    text = json.dumps(flags)
+    if target.is_file() and target.read_text() == text:
+        return
+    # Written whole under a temporary name: another process may be reading the shared folder.
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(temp, target)
 
 
 def random_texts(rng: np.random.Generator, n: int, min_words: int = 1, max_words: int = 40) -> list[str]:

@@ -44,6 +44,18 @@ def test_empty_inputs_are_worded_as_tei_reads_them(embedder, path, body, message
     assert (response.status_code, response.json) == (400, {"error": message, "error_type": "Empty"})
 
 
+def test_checks_run_in_teis_order(embedder):
+    classifier = make_client(tm.make_model("bert", "classification", num_labels=3))
+    # embed_pooled checks zero dimensions before the model type; /predict's handler checks the
+    # client batch size before infer.predict checks the model type.
+    zero = classifier.post("/embed", json={"inputs": "a", "dimensions": 0})
+    assert (zero.status_code, zero.json["error"]) == (422, "Input validation error: `dimensions` should be positive")
+    assert classifier.post("/embed", json={"inputs": "a"}).status_code == 424
+    many = embedder.post("/predict", json={"inputs": [["a"]] * 33})
+    assert (many.status_code, many.json["error"]) == (422, "batch size 33 > maximum allowed batch size 32")
+    assert embedder.post("/predict", json={"inputs": [["a"]] * 2}).status_code == 424
+
+
 def test_openai_empty_input_is_one_empty_id_list(embedder):
     response = embedder.post("/v1/embeddings", json={"input": []})
     assert response.json == {"message": "Input validation error: `inputs` cannot be empty", "code": 400,
@@ -101,6 +113,7 @@ def test_vertex_runs_its_instances_together_and_raises_the_first_failure_in_orde
     assert answer.status_code == 200, answer.data
     assert [len(p) for p in answer.json["predictions"]] == [1, 2, 1]
     assert len(answer.json["predictions"][2][0]) == 4
+    assert client.post("/vertex", json={"instances": []}).json == {"predictions": []}
     metrics = client.get("/metrics").data.decode()
     assert _metric(metrics, 'te_request_success{method="single"}') == 2
     assert _metric(metrics, 'te_request_success{method="batch"}') == 1

@@ -3,7 +3,9 @@ hold no thread of a real server."""
 
 from __future__ import annotations
 
+import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -70,7 +72,7 @@ def one_thread_worker():
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "app.worker.TEIWorker", "--threads", "1",
                              "-b", f"127.0.0.1:{port}", "--pythonpath", str(Path(__file__).parent),
                              "wsgi_stub:app"], cwd=Path(__file__).resolve().parents[2],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -82,7 +84,8 @@ def one_thread_worker():
                 time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
+        # Killed with its worker at once: a graceful stop waits out the held thread's /slow (5 s).
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
 

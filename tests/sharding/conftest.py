@@ -2,6 +2,7 @@
 rest of the suite keeps its one device. Those subprocesses start when collection finishes
 (head_start.py), so they load and compile while the earlier tests run."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import head_start  # noqa: E402
 
 
 def pytest_collection_finish(session):
-    if session.config.option.collectonly:
+    # Under pytest-xdist every worker collects every test: begun here, each worker would start
+    # its own copies. There the group's worker starts them when their tests need them instead
+    # (head_start.take), while the other worker keeps the second core busy.
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     selected = {item.path.name for item in session.items if item.path.parent == HERE}
     if "test_parity.py" in selected:

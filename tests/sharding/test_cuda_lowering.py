@@ -21,13 +21,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import sharded_models
-from forced_devices import REPO, forced_devices_env
+from forced_devices import REPO, forced_devices_env, python_command
 from private_site import Kind, installed_site
 
 CHECKS = Path(__file__).parent / "cuda_lowering_checks.py"
@@ -56,7 +55,7 @@ def cases(tmp_path_factory) -> tuple[Path, dict]:
 
 def run_checks(mode: str, cases: Path, env: dict) -> list[dict]:
     out = cases.with_name(f"{mode}.json")
-    done = subprocess.run([sys.executable, str(CHECKS), mode, str(cases), str(out)], env=env,
+    done = subprocess.run(python_command(str(CHECKS), mode, str(cases), str(out)), env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     records = json.loads(out.read_text())

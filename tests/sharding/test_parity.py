@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 import head_start
 import sharded_models
-from forced_devices import forced_devices_env
+from forced_devices import forced_devices_env, python_command
 
 TOL = 1e-5
 HERE = Path(__file__).parent
@@ -31,7 +30,7 @@ class ChecksRun:
         models, self.out = self.folder / "models.json", self.folder / "out.json"
         models.write_text(json.dumps(sharded_models.folders()))
         self._stderr = open(self.folder / "stderr.txt", "wb")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "multidevice_checks.py"), str(models), str(self.out)],
+        self.proc = subprocess.Popen(python_command(str(HERE / "multidevice_checks.py"), str(models), str(self.out)),
                                      env=forced_devices_env(8), stdout=subprocess.DEVNULL, stderr=self._stderr)
 
     def records(self) -> list[dict]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,8 @@ import requests
 import head_start
 import sharded_models
 import tiny_models as tm
-from forced_devices import REPO, forced_devices_env
+from forced_devices import REPO, forced_devices_env, python_command
+from ports import reserve_port
 
 CLIENTS = 32
 REQUESTS = 96
@@ -33,21 +32,15 @@ TEXTS = ["short", "a query about jax", "the quick brown fox jumps over the lazy 
          "naïve café in Zürich", "embeddings are vectors " * 8, "x", "données et modèle", "end of it"]
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class DPServer:
     def __init__(self, folder: Path):
-        self.port = _port()
+        self.port = reserve_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix="tei-jax-dp-")) / "server.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port),
-             "--model-id", str(folder), "--max-batch-tokens", "256", "--data-parallel-size", "4"],
+            python_command("-m", "app.cli", "--hostname", "127.0.0.1", "--port", str(self.port),
+                           "--model-id", str(folder), "--max-batch-tokens", "256", "--data-parallel-size", "4"),
             cwd=REPO, env=dict(forced_devices_env(4), TOKENIZERS_PARALLELISM="false"),
             stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -12,13 +12,12 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import sharded_models
-from forced_devices import REPO
+from forced_devices import REPO, python_command
 from private_site import Kind, installed_site
 
 SITE = installed_site(Kind.TPU)
@@ -33,8 +32,8 @@ def test_sharded_forward_compiles_for_a_tpu_v5e_2x2(tmp_path):
     (tmp_path / "models.json").write_text(json.dumps(paths))
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), SITE and str(SITE), os.environ.get("PYTHONPATH")) if p))
-    done = subprocess.run([sys.executable, str(Path(__file__).parent / "tpu_aot_checks.py"),
-                           str(tmp_path / "models.json"), str(tmp_path / "out.json")],
+    done = subprocess.run(python_command(str(Path(__file__).parent / "tpu_aot_checks.py"),
+                                         str(tmp_path / "models.json"), str(tmp_path / "out.json")),
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     records = json.loads((tmp_path / "out.json").read_text())
