@@ -48,16 +48,19 @@ class Job:
     pieces: tuple[Callable[[], list[Encoded]], ...] = ()
 
     @classmethod
-    def of_inputs(cls, task: Task, inputs: Sequence[Any], encode_one: Callable[[Any], Encoded]) -> "Job":
-        """A job tokenizing `inputs` with `encode_one`, in pieces of about PIECE_CHARS characters
-        (one input at least: an input is never split)."""
+    def of_inputs(cls, task: Task, inputs: Sequence[Any], encode_one: Callable[[Any], Encoded],
+                  encode_many: Callable[[list], list[Encoded]] | None = None) -> "Job":
+        """A job tokenizing `inputs` with `encode_one` (or `encode_many`, the same over a list
+        at once), in pieces of about PIECE_CHARS characters (one input at least: an input is
+        never split)."""
         inputs = list(inputs)
+        many = encode_many or (lambda part: [encode_one(item) for item in part])
 
         def encode() -> list[Encoded]:
-            return [encode_one(item) for item in inputs]
+            return many(inputs)
 
         def piece(part: list) -> Callable[[], list[Encoded]]:
-            return lambda: [encode_one(item) for item in part]
+            return lambda: many(part)
 
         pieces, part, chars = [], [], 0
         for item in inputs:

@@ -196,9 +196,11 @@ class Model:
     def _run(self, task: Task, encode, call: Call | None) -> list[np.ndarray]:
         return self.executor.run(Job(task, encode), call)
 
-    def _run_each(self, task: Task, items: Sequence, encode_one, call: Call | None) -> list[np.ndarray]:
-        """Run `task` on `items` tokenized one by one (so the executor may interleave calls)."""
-        return self.executor.run(Job.of_inputs(task, items, encode_one), call)
+    def _run_each(self, task: Task, items: Sequence, encode_one, call: Call | None,
+                  encode_many=None) -> list[np.ndarray]:
+        """Run `task` on `items` tokenized in pieces (so the executor may interleave calls),
+        with `encode_many` over each piece where given, else `encode_one` per item."""
+        return self.executor.run(Job.of_inputs(task, items, encode_one, encode_many), call)
 
     def _truncate(self, truncate: bool | None) -> bool:
         return self.auto_truncate if truncate is None else bool(truncate)
@@ -212,6 +214,22 @@ class Model:
                                          prompt_name=prompt_name)
 
         return encode_one
+
+    def _run_embed_like(self, task: Task, items: Sequence, truncate, truncation_direction, prompt_name,
+                        call: Call | None) -> list[np.ndarray]:
+        """`_run_each` for single inputs, tokenized a piece at a time in one batch call."""
+        return self._run_each(task, items, self._encoder(truncate, truncation_direction, prompt_name), call,
+                              self._many_encoder(truncate, truncation_direction, prompt_name))
+
+    def _many_encoder(self, truncate, truncation_direction, prompt_name):
+        """`_encoder` over a list at once (one tokenizers batch call: its threads share the work)."""
+        truncate = self._truncate(truncate)
+
+        def encode_many(items: list) -> list[Encoded]:
+            return self.tokenizer.encode_many(items, truncate=truncate, truncation_direction=truncation_direction,
+                                              prompt_name=prompt_name)
+
+        return encode_many
 
     def warmup(self, progress=None, workers: int | None = None) -> int:
         """Compile every shape of every task ahead of time; returns how many were new."""
@@ -246,8 +264,7 @@ class Model:
         self.check_embed_options(normalize, dimensions)
         batch = tei_inputs.embed_batch(inputs)
         if self.chunk is None:
-            outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction,
-                                                                           prompt_name), call)
+            outputs = self._run_embed_like(Task.EMBED, batch.items, truncate, truncation_direction, prompt_name, call)
         else:  # long texts -> windows, embedded like any input, then pooled per input
             windows = chunking.encode(self.tokenizer, batch.items, self.chunk, truncate=self._truncate(truncate),
                                       truncation_direction=truncation_direction, prompt_name=prompt_name)
@@ -260,16 +277,14 @@ class Model:
         """Per-token hidden states: one float32 [tokens, hidden] array per input."""
         self.require(Operation.EMBED_ALL)
         batch = tei_inputs.embed_batch(inputs)
-        return self._run_each(Task.EMBED_ALL, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
-                              call)
+        return self._run_embed_like(Task.EMBED_ALL, batch.items, truncate, truncation_direction, prompt_name, call)
 
     def embed_sparse(self, inputs: EmbedInput, truncate: bool | None = None, truncation_direction: str = "right",
                      prompt_name: str | None = None, *, call: Call | None = None) -> list[list[dict]]:
         """SPLADE vectors as TEI's [{index, value}] lists, one per input."""
         self.require(Operation.EMBED_SPARSE)
         batch = tei_inputs.embed_batch(inputs)
-        outputs = self._run_each(Task.EMBED, batch.items, self._encoder(truncate, truncation_direction, prompt_name),
-                                 call)
+        outputs = self._run_embed_like(Task.EMBED, batch.items, truncate, truncation_direction, prompt_name, call)
         return [sparse_entries(vector) for vector in outputs]
 
     def similarity(self, source_sentence: str, sentences: Sequence[str], truncate: bool | None = None,

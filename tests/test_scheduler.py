@@ -295,6 +295,7 @@ def test_a_short_call_is_tokenized_while_a_huge_one_still_is(model, monkeypatch)
         return real(text, **options)
 
     monkeypatch.setattr(model.tokenizer, "encode", encode)
+    monkeypatch.setattr(model.tokenizer, "encode_many", lambda texts, **options: [encode(t, **options) for t in texts])
     scheduler.start(warmup=False)
     try:
         big_texts = [f"big{i} " + "word " * 2000 for i in range(40)]

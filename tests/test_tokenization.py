@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import tiny_models as tm
 
-from tei_jax import tokenization
+from tei_jax import errors, tokenization
 
 
 def test_the_encoding_is_the_plain_encode_one():
@@ -48,3 +49,24 @@ def test_other_threads_run_while_a_long_text_is_tokenized():
         thread.join(10)
     inside = [t for t in ticks if started < t < ended]
     assert len(inside) >= 3, (len(inside), ended - started)
+
+
+def test_encode_many_is_encode_of_each_and_raises_the_first_failure_in_order():
+    tokenizer = tm.load_cached(tm.make_model("bert", "base")).tokenizer
+    inputs = ["hello world", "café naïve ünïcode", "word " * 300, [101, 7592, 102], " spaced \t out \n"]
+    for truncate in (True, False):
+        for direction in ("right", "left"):
+            kwargs = dict(truncate=truncate, truncation_direction=direction)
+            if not truncate:  # the 300-word text is over the limit: the one-by-one error, same text
+                with pytest.raises(errors.ValidationError) as one:
+                    [tokenizer.encode(item, **kwargs) for item in inputs]
+                with pytest.raises(errors.ValidationError) as many:
+                    tokenizer.encode_many(inputs, **kwargs)
+                assert str(many.value) == str(one.value)
+                continue
+            assert tokenizer.encode_many(inputs, **kwargs) == [tokenizer.encode(item, **kwargs) for item in inputs]
+    # An empty input after an over-long one: the over-long one (first in order) is reported.
+    with pytest.raises(errors.ValidationError, match="tokens"):
+        tokenizer.encode_many(["ok", "word " * 300, ""], truncate=False)
+    with pytest.raises(errors.EmptyInputError):
+        tokenizer.encode_many(["ok", "", "word " * 300], truncate=False)

@@ -29,7 +29,7 @@ def profile_embed(model, batches: Sequence[list[str]], repeats: int = 1) -> dict
         spent = dict.fromkeys(PHASES, 0.0)
         for texts in batches:
             t0 = time.perf_counter()
-            items = [model.tokenizer.encode(t, truncate=model.auto_truncate) for t in texts]
+            items = model.tokenizer.encode_many(texts, truncate=model.auto_truncate)
             t1 = time.perf_counter()
             plans = engine.policy.plan([len(i) for i in items])
             t2 = time.perf_counter()
