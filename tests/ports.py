@@ -47,7 +47,9 @@ def reserve_port() -> int:
     process until it exits."""
     LOCKS.mkdir(exist_ok=True)
     low, high = _ephemeral_range()
-    candidates = [p for p in range(FIRST, LAST) if not low <= p <= high and p not in _HELD]
+    free = [p for p in range(FIRST, LAST) if p not in _HELD]
+    # (a machine whose ephemeral range covers ours: the lock and the bind check still hold)
+    candidates = [p for p in free if not low <= p <= high] or free
     start = random.randrange(len(candidates))  # two processes rarely try the same ports first
     for port in candidates[start:] + candidates[:start]:
         fd = os.open(LOCKS / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)

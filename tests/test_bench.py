@@ -210,6 +210,18 @@ def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
     assert spent.get("attention scores, softmax, values", 0) > 0 and spent.get("layer norms", 0) > 0
     assert sum(result["share_of_op_time"].values()) == pytest.approx(1.0)
     assert 0 < result["matmul_seconds_share"] < 1
+    for name in op_profile.MATMULS:  # busy time never exceeds the summed op time
+        assert 0 < result["busy_seconds_per_run"][name] <= spent[name] * (1 + 1e-9)
+        assert result["matmul_flops_per_s_busy"][name] >= result["matmul_flops_per_s"][name] * (1 - 1e-9)
+
+
+def test_op_profile_busy_time_counts_overlapping_ops_once():
+    from tei_jax.bench.op_profile import union_seconds
+
+    # three ops at once on [0, 3) s, one after a gap on [5, 6) s, one inside the first
+    spans = [(0, 3_000_000_000)] * 3 + [(5_000_000_000, 6_000_000_000), (1_000_000_000, 2_000_000_000)]
+    assert union_seconds(spans) == pytest.approx(4.0)
+    assert union_seconds([(0, 2), (1, 3)]) == pytest.approx(3e-9) and union_seconds([]) == 0.0
 
 
 def test_server_requests_of_varying_size_cover_every_text_once():

@@ -43,3 +43,9 @@ def test_a_port_held_by_another_process_or_listened_on_is_skipped(monkeypatch, t
                 ports.reserve_port()
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_a_machine_whose_ephemeral_range_covers_ours_still_gets_ports(monkeypatch):
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (1024, 65535))
+    port = ports.reserve_port()
+    assert ports.FIRST <= port < ports.LAST

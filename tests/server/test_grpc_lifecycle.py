@@ -9,7 +9,7 @@ import time
 
 import grpc
 import requests
-from conftest import Server, _embedding_model, free_port
+from live_servers import Server, _embedding_model, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from app.grpc.proto import tei_pb2 as pb

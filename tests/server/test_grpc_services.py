@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from conftest import API_KEY
+from live_servers import API_KEY
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import requests
 import tiny_models as tm
-from conftest import Server, _embedding_model
+from live_servers import Server, _embedding_model
 
 
 def test_200_concurrent_mixed_requests_equal_single_answers(embed_server, auth):

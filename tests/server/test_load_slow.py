@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 import tiny_models as tm
-from conftest import Server, _embedding_model
+from live_servers import Server, _embedding_model
 
 CLIENTS = 64
 SLOW_CONNECTIONS = 200

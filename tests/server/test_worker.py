@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import free_port
+from live_servers import free_port
 
 from app.worker import Framing, RequestReader, too_large_response
 
