@@ -89,3 +89,16 @@ def test_two_processes_building_one_folder_build_it_once(tmp_path):
     first.join()
     assert len(builds) == 1 and tm.is_complete(folder)
     assert [p.name for p in tmp_path.iterdir()] == ["bert-base"]
+
+
+def test_load_cached_sees_a_rewritten_pooling(tmp_path, monkeypatch):
+    """A module that loaded a shared folder before another module rewrote its pooling must not
+    hand that load to the second (test_model_api after test_tokenization saw cls pooling)."""
+    loads = []
+    monkeypatch.setattr("tei_jax.load", lambda folder, **options: loads.append(folder) or object())
+    monkeypatch.setattr(tm, "_LOADED", {})
+    tm.write_pooling(tmp_path, "cls")
+    first = tm.load_cached(tmp_path)
+    assert tm.load_cached(tmp_path) is first
+    tm.write_pooling(tmp_path, "mean")
+    assert tm.load_cached(tmp_path) is not first and len(loads) == 2

@@ -179,11 +179,18 @@ def random_texts(rng: np.random.Generator, n: int, min_words: int = 1, max_words
 _LOADED: dict = {}
 
 
+def _settings_fingerprint(folder: Path) -> tuple:
+    """The folder's sentence-transformers settings files as they are now: a test that rewrites
+    the pooling (write_pooling) after another module loaded the folder must not get that load."""
+    names = ("1_Pooling/config.json", "modules.json", "config_sentence_transformers.json")
+    return tuple((name, (folder / name).read_text() if (folder / name).is_file() else None) for name in names)
+
+
 def load_cached(folder, **options):
     """tei_jax.load() once per (folder, options) per session, so compiled shapes are shared."""
     import tei_jax
 
-    key = (str(folder), tuple(sorted(options.items())))
+    key = (str(folder), _settings_fingerprint(Path(folder)), tuple(sorted(options.items())))
     if key not in _LOADED:
         options.setdefault("max_batch_tokens", 256)
         _LOADED[key] = tei_jax.load(str(folder), **options)
