@@ -169,6 +169,13 @@ def write_pooling(folder: Path, mode: str) -> None:
     os.replace(temp, target)
 
 
+def embedding_model() -> Path:
+    """The tiny BERT with mean pooling: the embedding model most server and API tests share."""
+    folder = make_model("bert", "base")
+    write_pooling(folder, "mean")
+    return folder
+
+
 def random_texts(rng: np.random.Generator, n: int, min_words: int = 1, max_words: int = 40) -> list[str]:
     """Fresh varied sentences: mixed lengths, punctuation and some non-ASCII words."""
     words = ("the cat sat on mat quick brown fox jumps over lazy dog embeddings are vectors "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 # Re-exported for tests that still import them from conftest.
-from live_servers import API_KEY, FLEET, GRPC_FLEET, REPO, Server, _embedding_model, free_port  # noqa: F401
+from live_servers import API_KEY, FLEET, GRPC_FLEET, REPO, Server, free_port  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -104,15 +104,9 @@ class Server:
         return self.proc.returncode
 
 
-def _embedding_model() -> Path:
-    folder = tm.make_model("bert", "base")
-    tm.write_pooling(folder, "mean")
-    return folder
-
-
 FLEET = {
     # Tiny BERT, mean pooling; guarded by an api key and a small payload limit.
-    "embed": lambda: ["--model-id", str(_embedding_model()), "--max-batch-tokens", "256",
+    "embed": lambda: ["--model-id", str(tm.embedding_model()), "--max-batch-tokens", "256",
                       "--api-key", API_KEY, "--payload-limit", "200000", "--served-model-name", "tiny-embed"],
     "classifier": lambda: ["--model-id", str(tm.make_model("bert", "classification", num_labels=3)),
                            "--max-batch-tokens", "256"],

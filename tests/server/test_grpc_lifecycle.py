@@ -9,7 +9,8 @@ import time
 
 import grpc
 import requests
-from live_servers import Server, _embedding_model, free_port
+import tiny_models as tm
+from live_servers import Server, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from app.grpc.proto import tei_pb2 as pb
@@ -20,7 +21,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 def test_grpc_instead_of_http_follows_warmup_and_drains_on_sigterm():
     metrics_port = free_port()
-    server = Server("grpc-only", ["--grpc", "--model-id", str(_embedding_model()), "--max-batch-tokens", "256",
+    server = Server("grpc-only", ["--grpc", "--model-id", str(tm.embedding_model()), "--max-batch-tokens", "256",
                                   "--prometheus-port", str(metrics_port), "--graceful-timeout", "30"])
     target = f"127.0.0.1:{server.port}"
     try:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import requests
 import tiny_models as tm
-from live_servers import Server, _embedding_model
+from live_servers import Server
 
 
 def test_200_concurrent_mixed_requests_equal_single_answers(embed_server, auth):
@@ -49,7 +49,7 @@ def test_200_concurrent_mixed_requests_equal_single_answers(embed_server, auth):
 
 
 def test_health_is_503_until_warm_and_sigterm_drains_requests_in_flight():
-    server = Server("lifecycle", ["--model-id", str(_embedding_model()), "--max-batch-tokens", "256",
+    server = Server("lifecycle", ["--model-id", str(tm.embedding_model()), "--max-batch-tokens", "256",
                                   "--graceful-timeout", "30"])
     try:
         seen = []

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 import tiny_models as tm
-from live_servers import Server, _embedding_model
+from live_servers import Server
 
 CLIENTS = 64
 SLOW_CONNECTIONS = 200
@@ -80,7 +80,7 @@ class SlowClients:
 
 @pytest.fixture(scope="module")
 def load_server():
-    server = Server("load", ["--model-id", str(_embedding_model()), "--max-batch-tokens", "256"])
+    server = Server("load", ["--model-id", str(tm.embedding_model()), "--max-batch-tokens", "256"])
     try:
         yield server.wait_ready()
     finally:

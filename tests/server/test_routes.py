@@ -16,15 +16,9 @@ TIMING_HEADERS = ("x-compute-type", "x-compute-time", "x-total-time", "x-compute
                   "x-tokenization-time", "x-queue-time", "x-inference-time")
 
 
-def _embedding_folder():
-    folder = tm.make_model("bert", "base")
-    tm.write_pooling(folder, "mean")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def embedder():
-    return make_client(_embedding_folder(), "--max-concurrent-requests", "40")
+    return make_client(tm.embedding_model(), "--max-concurrent-requests", "40")
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,9 @@ from app.service import Service
 from app.settings import parse_settings
 
 
-def _embedding_folder():
-    folder = tm.make_model("bert", "base")
-    tm.write_pooling(folder, "mean")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def embedder():
-    return make_client(_embedding_folder())
+    return make_client(tm.embedding_model())
 
 
 @pytest.mark.parametrize("path, body, message", [
@@ -102,7 +96,7 @@ class TogetherExecutor(FakeExecutor):
 
 
 def test_vertex_runs_its_instances_together_and_raises_the_first_failure_in_order():
-    folder = _embedding_folder()
+    folder = tm.embedding_model()
     settings = parse_settings(["--hostname", "127.0.0.1", "--model-id", str(folder)])
     loaded = tm.load_cached(folder)
     service = Service(settings)
