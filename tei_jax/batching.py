@@ -17,7 +17,9 @@ attention inside it, so computed tokens stay close to real tokens whatever the l
 A packed batch may run wider than its longest item: `ShapePolicy.pack` tries the few widths
 above it and keeps the one with the lowest cost per real token (computed tokens, the
 attention's share, which grows with the width, and a fixed overhead per batch), so three items
-of 40 tokens may run as one row of 128 rather than three rows of 64.
+of 40 tokens may run as one row of 128 rather than three rows of 64. Rows that rounding up to a
+compiled row count adds (on a data axis, up to one per device) take shorter items that would
+otherwise wait for a later batch, since they are computed anyway.
 """
 
 from __future__ import annotations
@@ -282,11 +284,30 @@ class ShapePolicy:
             taken = self._fill(packer, order, lengths, opens_rows)
             if first is not None and (not taken or taken[0] != first):
                 continue  # cannot happen for the narrowest width, which holds every item
+            taken += self._fill_rounding_rows(packer, order, taken, lengths)
             batch = self.finish(packer, taken)
             key = ((self.cost(batch.shape) + self.batch_overhead) / batch.real_tokens, width)
             if best_key is None or key < best_key:
                 best, best_key = batch, key
         return best
+
+    def _fill_rounding_rows(self, packer: RowPacker, order: list[int], taken: list[int],
+                            lengths: Sequence[int]) -> list[int]:
+        """Items left out, placed in the rows the batch computes anyway: those between the rows
+        used and the compiled row count they round up to (on a data axis, a whole row per
+        device at worst: three 240-token items at data size 2 run as 4 rows, and the fourth
+        takes shorter items instead of padding). Any item may open such a row, since it costs
+        nothing more there than in a later batch of its own width."""
+        bucket = self.rows_bucket(packer.rows_used, packer.width)
+        if bucket == packer.rows_used:
+            return []
+        chosen = set(taken)
+        rest = [i for i in order if i not in chosen]
+        limit, packer.max_rows = packer.max_rows, bucket
+        try:
+            return self._fill(packer, rest, lengths, [True] * len(lengths))
+        finally:
+            packer.max_rows = limit
 
     @staticmethod
     def _fill(packer: RowPacker, order: list[int], lengths: Sequence[int], opens_rows: list[bool]) -> list[int]:

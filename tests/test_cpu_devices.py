@@ -166,3 +166,22 @@ def test_finer_widths_only_with_a_data_axis_and_packing():
     assert {80, 112} <= set(_policy(2).widths)
     assert 80 not in ShapePolicy(256, 16384, packing=False, row_multiple=2).widths
     assert ShapePolicy(64, 16384, row_multiple=2).widths[-1] == 64
+
+
+def test_rows_added_by_rounding_take_items_instead_of_padding():
+    lengths = [240, 240, 240, 60, 50, 40, 30]
+    batch = _policy(2).pack(lengths, first=0, narrow_fill_holes_only=True)
+    assert batch.shape.rows == 4 and sorted(batch.indices) == list(range(7))
+    # one device: three rows, the short items wait for a batch of their own width, as before
+    assert _policy(1).pack(lengths, first=0, narrow_fill_holes_only=True).shape.rows == 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_mixed_lengths_pad_no_worse_on_two_devices(seed):
+    """A call of 512 mixed lengths (lognormal, median 28 tokens, as the bench's mixed workload)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(rng.lognormal(np.log(28), 0.8, 512)), 8, 256).astype(int).tolist()
+    plans_two = _policy(2).plan(lengths)
+    assert all(b.shape.rows % 2 == 0 for b in plans_two)
+    assert sorted(i for b in plans_two for i in b.indices) == list(range(512))
+    assert padding_efficiency(plans_two) >= padding_efficiency(_policy(1).plan(lengths))
