@@ -22,6 +22,7 @@ import numpy as np
 
 from . import inputs as tei_inputs
 from . import chunking, executables, functional, models
+from . import cpu_devices as cpu_devices_setup
 from .batching import EXACT_ROWS, ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -404,6 +405,7 @@ def load(
     data_parallel_size: int | None = None,
     tensor_parallel_size: int = 1,
     devices: Sequence | None = None,
+    cpu_devices: int | None = None,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -417,7 +419,16 @@ def load(
     device of the backend) form the mesh (tei_jax/sharding.py): batch rows split over the
     data axis, heads and MLP widths over the tensor axis. `data_parallel_size` None uses
     every device left after tensor parallelism.
+    `cpu_devices`: on a CPU-only process whose JAX backend has not started, JAX gets this many
+    CPU devices (default $TEI_JAX_CPU_DEVICES, else one per core; 1 keeps one), so the data
+    axis spans the cores (tei_jax/cpu_devices.py); a count the user gave JAX is never changed.
+    Skipped when `devices` or `data_parallel_size=1` says where to run.
     """
+    if devices is None and data_parallel_size != 1:
+        try:
+            cpu_devices_setup.configure(cpu_devices)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
     cache_folder = enable_compile_cache(compile_cache)
