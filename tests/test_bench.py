@@ -218,9 +218,9 @@ def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
 def test_op_profile_counts_static_weight_slices_as_slicing_not_pooling():
     from tei_jax.bench.op_profile import category
 
-    # an unrolled stack copies each layer's weights with static slices; they have no op_name
-    # of their own, so they used to fall through to the catch-all "pooling"
-    assert category("", "slice_bitcast_fusion.33") == "scan slicing"
+    # an unrolled stack copies each layer's weights with static slices, whose op_name names no
+    # module, so they used to fall through to the catch-all "pooling"
+    assert category("jit(forward)/slice", "slice_bitcast_fusion.33") == "scan slicing"
     assert category("", "dynamic-slice_bitcast_fusion.1") == "scan slicing"
     assert category("jit(forward)/pool/dot_general", "ynn_fusion.12") == "pooling"
 
