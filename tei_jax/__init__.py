@@ -10,6 +10,7 @@ default, the server's batching `Scheduler` behind `model.with_executor(...)`.
 
 from .errors import (BackendError, EmptyInputError, ModelLoadError, OverloadedError, TEIError,
                      TokenizerError, UnhealthyError, ValidationError)
+from .cpu_devices import configure as configure_cpu_devices
 from .executor import Call, DirectExecutor, Executor, Job
 from .hub import DEFAULT_MODEL_ID
 from .model import Model, load
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "load", "Model", "DEFAULT_MODEL_ID", "TEIError", "ValidationError", "EmptyInputError",
     "TokenizerError", "BackendError", "OverloadedError", "UnhealthyError", "ModelLoadError",
-    "Call", "Job", "Executor", "DirectExecutor", "ModelKind", "Operation", "Task",
+    "configure_cpu_devices", "Call", "Job", "Executor", "DirectExecutor", "ModelKind", "Operation", "Task",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import inputs as tei_inputs
 from . import chunking, executables, functional, models
+from . import cpu_devices as cpu_devices_setup
 from .batching import EXACT_ROWS, ShapePolicy
 from .compile_cache import enable as enable_compile_cache
 from .config import ModelSpec, load_spec
@@ -173,10 +174,7 @@ class Model:
             encode_one = self._encoder(truncate, truncation_direction, prompt_name)
             items = [encode_one(item) for item in tei_inputs.embed_batch(inputs).items]
         else:
-            cut = self._truncate(truncate)
-            items = [self.tokenizer.encode(item[0], truncate=cut, pair=item[1] if len(item) == 2 else None,
-                                           truncation_direction=truncation_direction)
-                     for item in tei_inputs.predict_batch(inputs).items]
+            items = self._pair_encoder(truncate, truncation_direction)(tei_inputs.predict_batch(inputs).items)
         return functional.make_batch(self.engine, items, packed=packed, width=width)
 
     def apply(self, params: dict, batch: functional.Batch, task: Task | str = Task.EMBED,
@@ -228,6 +226,18 @@ class Model:
         def encode_many(items: list) -> list[Encoded]:
             return self.tokenizer.encode_many(items, truncate=truncate, truncation_direction=truncation_direction,
                                               prompt_name=prompt_name)
+
+        return encode_many
+
+    def _pair_encoder(self, truncate, truncation_direction):
+        """predict's and rerank's tokenization of [text] / [text, pair] items, a list at once (one
+        tokenizers batch call per setting, as `_many_encoder`), with `encode`'s errors and order."""
+        truncate = self._truncate(truncate)
+
+        def encode_many(items: list) -> list[Encoded]:
+            return self.tokenizer.encode_many([item[0] for item in items], truncate=truncate,
+                                              truncation_direction=truncation_direction,
+                                              pairs=[item[1] if len(item) == 2 else None for item in items])
 
         return encode_many
 
@@ -313,13 +323,8 @@ class Model:
         `inputs`: "text" | ["a", "b"] (one pair) | [["a"], ["a", "b"], ...] (a batch)."""
         self.require(Operation.PREDICT)
         batch = tei_inputs.predict_batch(inputs)
-        truncate = self._truncate(truncate)
-
-        def encode_one(item) -> Encoded:
-            return self.tokenizer.encode(item[0], truncate=truncate, pair=item[1] if len(item) == 2 else None,
-                                         truncation_direction=truncation_direction)
-
-        outputs = self._run_each(Task.PREDICT, batch.items, encode_one, call)
+        encode_many = self._pair_encoder(truncate, truncation_direction)
+        outputs = self._run_each(Task.PREDICT, batch.items, lambda item: encode_many([item])[0], call, encode_many)
         results = [self._ranked(logits, raw_scores) for logits in outputs]
         return results if batch.is_batch else results[0]
 
@@ -329,13 +334,9 @@ class Model:
         """Rank texts against a query with a cross-encoder: [{index, score, text?}] best first."""
         pairs = tei_inputs.rerank_batch(query, texts).items  # TEI checks this before the model type
         self.require(Operation.RERANK)
-        truncate = self._truncate(truncate)
-
-        def encode_one(pair) -> Encoded:
-            first, second = pair
-            return self.tokenizer.encode(first, pair=second, truncate=truncate, truncation_direction=truncation_direction)
-
-        return self.rank(self._run_each(Task.PREDICT, pairs, encode_one, call), texts, raw_scores, return_text)
+        encode_many = self._pair_encoder(truncate, truncation_direction)
+        outputs = self._run_each(Task.PREDICT, pairs, lambda pair: encode_many([pair])[0], call, encode_many)
+        return self.rank(outputs, texts, raw_scores, return_text)
 
     def rank(self, outputs: Sequence[np.ndarray], texts: Sequence[str], raw_scores: bool = False,
              return_text: bool = False) -> list[dict]:
@@ -404,6 +405,7 @@ def load(
     data_parallel_size: int | None = None,
     tensor_parallel_size: int = 1,
     devices: Sequence | None = None,
+    cpu_devices: int | None = None,
 ) -> Model:
     """Load a model folder or hub id and return a ready `Model` (compiles lazily per shape).
 
@@ -417,7 +419,16 @@ def load(
     device of the backend) form the mesh (tei_jax/sharding.py): batch rows split over the
     data axis, heads and MLP widths over the tensor axis. `data_parallel_size` None uses
     every device left after tensor parallelism.
+    `cpu_devices`: on a CPU-only process whose JAX backend has not started, JAX gets this many
+    CPU devices (default $TEI_JAX_CPU_DEVICES, else one per core; 1 keeps one), so the data
+    axis spans the cores (tei_jax/cpu_devices.py); a count the user gave JAX is never changed.
+    Skipped when `devices` or `data_parallel_size=1` says where to run.
     """
+    if devices is None and data_parallel_size != 1:
+        try:
+            cpu_devices_setup.configure(cpu_devices)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     if default_prompt_name and default_prompt:
         raise ModelLoadError("default_prompt_name and default_prompt are mutually exclusive")
     cache_folder = enable_compile_cache(compile_cache)

@@ -12,6 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs on one JAX CPU device, as it always has: tei_jax.load's CPU default of one
+# device per core (tei_jax/cpu_devices.py) is off here, and on for the subprocesses of
+# tests/test_cpu_devices.py, which check it.
+os.environ.setdefault("TEI_JAX_CPU_DEVICES", "1")
 
 # One fresh persistent compile cache per test session: the many tiny models built alike in
 # different tests compile each program once, and nothing carries over from an earlier run.

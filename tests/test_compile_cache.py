@@ -14,7 +14,7 @@ from tei_jax import compile_cache
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
-    from jax._src import monitoring
+    from jax import monitoring
     import tei_jax
     counts = {"hits": 0, "misses": 0, "traces": 0}
     def on_event(name, **_):

@@ -212,6 +212,18 @@ def test_predict_and_rerank_semantics():
     assert "text" not in raw[0]
     with pytest.raises(tei_jax.EmptyInputError, match="`texts` cannot be empty"):
         reranker.rerank("q", [])
+    # each text's score is its own (query, text) pair's, whatever the batch tokenization's order
+    alone = {i: reranker.predict(["what is a cat", t], raw_scores=True)[0]["score"] for i, t in enumerate(texts)}
+    assert all(abs(alone[i] - s) < 1e-5 for i, s in by_index.items())
+    # the first bad input in order is the one reported, with encode's text
+    long = "word " * 300
+    with pytest.raises(tei_jax.EmptyInputError, match="`inputs` cannot be empty"):
+        reranker.rerank("q", ["ok", "", long], truncate=False)
+    with pytest.raises(tei_jax.ValidationError, match="tokens. Given: "):
+        reranker.rerank("q", ["ok", long, ""], truncate=False)
+    with pytest.raises(tei_jax.ValidationError, match="tokens. Given: "):
+        classifier.predict([["ok"], [long], ["a", ""]], truncate=False)
+    assert len(classifier.predict([["ok"], [long], ["a", long]], truncate=True)) == 3
 
 
 def test_bfloat16_close_to_float32(folder, model):

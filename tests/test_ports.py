@@ -49,3 +49,15 @@ def test_a_machine_whose_ephemeral_range_covers_ours_still_gets_ports(monkeypatc
     monkeypatch.setattr(ports, "_ephemeral_range", lambda: (1024, 65535))
     port = ports.reserve_port()
     assert ports.FIRST <= port < ports.LAST
+
+
+def test_lock_files_go_with_their_holder_and_stale_ones_are_swept(tmp_path):
+    stale = tmp_path / f"{ports.FIRST}.lock"
+    stale.touch()  # left by a process that died
+    script = ("import sys, pathlib, ports\nports.LOCKS = pathlib.Path(sys.argv[1])\n"
+              "port = ports.reserve_port()\nprint(port, (ports.LOCKS / f'{port}.lock').exists(), flush=True)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=60)
+    port, existed = done.stdout.split()
+    assert existed == "True"  # held while the process ran
+    assert not stale.exists() and list(tmp_path.iterdir()) == []  # swept, and its own removed at exit

@@ -89,6 +89,7 @@ def test_two_processes_building_one_folder_build_it_once(tmp_path):
     first.join()
     assert len(builds) == 1 and tm.is_complete(folder)
     assert [p.name for p in tmp_path.iterdir()] == ["bert-base"]
+    assert not tm._lock_path(folder).exists()  # removed by the last holder (no pile of lock files)
 
 
 def test_load_cached_sees_a_rewritten_pooling(tmp_path, monkeypatch):

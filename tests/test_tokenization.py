@@ -70,3 +70,35 @@ def test_encode_many_is_encode_of_each_and_raises_the_first_failure_in_order():
         tokenizer.encode_many(["ok", "word " * 300, ""], truncate=False)
     with pytest.raises(errors.EmptyInputError):
         tokenizer.encode_many(["ok", "", "word " * 300], truncate=False)
+
+
+def test_encode_many_with_pairs_is_encode_of_each_pair_and_raises_the_first_failure_in_order():
+    # predict's [text] / [text, pair] items and rerank's (query, text) pairs go through here.
+    tokenizer = tm.load_cached(tm.make_model("bert", "base")).tokenizer
+    firsts = ["what is jax?", "café naïve", "word " * 300, "one text alone", "q"]
+    failed = []
+    pairs = ["JAX is a library", "word " * 300, "a doc", None, "x" * (tokenizer.max_input_length * 300)]
+    for truncate in (True, False):
+        for direction in ("right", "left"):
+            kwargs = dict(truncate=truncate, truncation_direction=direction)
+            one_by_one = []
+            try:
+                for text, pair in zip(firsts, pairs):
+                    one_by_one.append(tokenizer.encode(text, pair=pair, **kwargs))
+            except errors.TEIError as exc:
+                with pytest.raises(type(exc)) as many:
+                    tokenizer.encode_many(firsts, pairs=pairs, **kwargs)
+                assert str(many.value) == str(exc)
+                failed.append(truncate)
+                continue
+            assert tokenizer.encode_many(firsts, pairs=pairs, **kwargs) == one_by_one
+            # the pairs' type ids survive the batch call (a single's are all 0)
+            assert {0, 1} <= set(one_by_one[0].type_ids) and set(one_by_one[3].type_ids) == {0}
+    assert failed == [False, False], failed  # without truncation the long pair fails, both ways
+    # the first failure in input order, whichever check finds it
+    with pytest.raises(errors.ValidationError, match="tokens"):
+        tokenizer.encode_many(["a", "b", "c"], pairs=["ok", "word " * 300, ""], truncate=False)
+    with pytest.raises(errors.EmptyInputError):
+        tokenizer.encode_many(["a", "b", "c"], pairs=["ok", "", "word " * 300], truncate=False)
+    with pytest.raises(ValueError):
+        tokenizer.encode_many(["a", "b"], pairs=["only one"], truncate=True)

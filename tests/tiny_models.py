@@ -9,7 +9,6 @@ there at the size written (`build_once`): a build killed half-way is built again
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -18,11 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import file_locks
 import numpy as np
 
 ROOT = Path(os.environ.get("TEI_JAX_TINY_MODELS") or tempfile.mkdtemp(prefix="tei-jax-tiny-"))
 _MINILM_TOKENIZER = None
 MANIFEST = ".complete.json"  # what a finished build wrote: {relative path: bytes}
+_locks_swept = False
 
 
 def is_complete(folder: Path) -> bool:
@@ -37,8 +38,12 @@ def is_complete(folder: Path) -> bool:
 
 def _lock_path(folder: Path) -> Path:
     """A lock file for building `folder`, kept outside its parent (whose listing tests check)."""
+    global _locks_swept
     locks = Path(tempfile.gettempdir()) / "tei-jax-tiny-locks"
     locks.mkdir(exist_ok=True)
+    if not _locks_swept:  # once per process: the files of builders that died (or older checkouts)
+        _locks_swept = True
+        file_locks.remove_unheld(locks)
     return locks / (hashlib.sha1(str(folder.resolve()).encode()).hexdigest() + ".lock")
 
 
@@ -53,8 +58,10 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
     # TEI_JAX_TINY_MODELS): a second one waits, then finds the folder built. Without the lock it
     # could take the first one's finished folder for a half-written one and remove it while the
     # first one's tests read it.
-    with open(_lock_path(folder), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # The lock file goes when the holder is done (file_locks: without reopening the race).
+    lock_path = _lock_path(folder)
+    lock = file_locks.acquire(lock_path)
+    try:
         if is_complete(folder):
             return folder
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -72,6 +79,8 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        file_locks.release(lock, lock_path)
     return folder
 
 

@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-parallel-size", default="",
                    help="engine: devices a batch is split over; several separated by commas (e.g. 1,2,4,8) are "
                         "measured side by side, giving throughput per device count (default: every device)")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="JAX CPU devices for tei-jax (default: one per core, as tei_jax.load gives; 1 keeps one; "
+                        "set before JAX starts, the peers' threads are not affected)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="engine: devices each layer's heads and MLP are split over (default 1)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
@@ -93,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     """Run one benchmark from parsed arguments; returns the result written to JSON."""
     import jax
+
+    from ..cpu_devices import ENV, configure
+
+    if getattr(args, "cpu_devices", None) is not None:
+        os.environ[ENV] = str(args.cpu_devices)  # the servers and startups it launches inherit it
+    configure()  # before anything starts JAX's backend
 
     args.peer = not args.no_peer
     engine_peers = () if args.no_peer else tuple(dict.fromkeys(args.peers or [engine_mode.PEER]))
@@ -152,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
             progress.close()
     result["machine"] = machine.describe()
     result["machine"]["load_average_at_start"] = load_at_start
+    result["jax_devices"] = len(jax.devices())
     result["peak_matmul"] = peak
     result["show_peak"] = on_gpu
     return result

@@ -18,7 +18,5 @@ def lowering_target(compute_capability: int = 90):
     """A context in which `.lower(lowering_platforms=("cuda",))` works without a GPU."""
     if jax.default_backend() == "gpu":
         return contextlib.nullcontext()
-    from jax._src.mesh import AbstractDevice  # no public name yet (JAX 0.10 / 0.11)
-
-    device = AbstractDevice(DEVICE_KINDS[compute_capability], None, "gpu")
+    device = jax.sharding.AbstractDevice(DEVICE_KINDS[compute_capability], None, "gpu")
     return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",), abstract_device=device))

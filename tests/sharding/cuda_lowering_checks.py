@@ -52,7 +52,7 @@ def cudnn_version_source() -> str:
     raises "cuDNN is not detected." without the plugin, "cuDNN not found." without libcudnn);
     the version is all it wants from it. Without one, answer the oldest version the plugin
     accepts. Returns where the version came from."""
-    from jax._src.cudnn import fused_attention_stablehlo as fused  # no public name
+    from jax._src.cudnn import fused_attention_stablehlo as fused  # no public form in jax 0.10.2
 
     try:
         fused.check_cudnn_version()
@@ -107,7 +107,7 @@ def _partitioner(op) -> str | None:
     call holds only its key): cuDNN's fused attention, or someone else's."""
     if ir.StringAttr(op.attributes["call_target_name"]).value != "CustomSPMDPartitioning":
         return None
-    from jax._src import custom_partitioning  # no public name
+    from jax._src import custom_partitioning  # no public form in jax 0.10.2 (the registry is private)
 
     key = ir.StringAttr(op.attributes["backend_config"]).value.encode()
     partition = custom_partitioning._sharding_callbacks[key].partition
