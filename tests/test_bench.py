@@ -215,6 +215,16 @@ def test_op_profile_puts_every_matmul_in_its_category(tmp_path):
         assert result["matmul_flops_per_s_busy"][name] >= result["matmul_flops_per_s"][name] * (1 - 1e-9)
 
 
+def test_op_profile_counts_static_weight_slices_as_slicing_not_pooling():
+    from tei_jax.bench.op_profile import category
+
+    # an unrolled stack copies each layer's weights with static slices, whose op_name names no
+    # module, so they used to fall through to the catch-all "pooling"
+    assert category("jit(forward)/slice", "slice_bitcast_fusion.33") == "scan slicing"
+    assert category("", "dynamic-slice_bitcast_fusion.1") == "scan slicing"
+    assert category("jit(forward)/pool/dot_general", "ynn_fusion.12") == "pooling"
+
+
 def test_op_profile_busy_time_counts_overlapping_ops_once():
     from tei_jax.bench.op_profile import union_seconds
 

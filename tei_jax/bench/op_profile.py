@@ -61,8 +61,8 @@ def op_names(hlo_text: str) -> dict[str, str]:
 def category(op_name: str, instruction: str) -> str:
     if "transpose" in instruction or "copy" in instruction:
         return "transposes / copies"
-    if "dynamic-slice" in instruction or "dynamic-update-slice" in instruction:
-        return "scan slicing"
+    if "slice" in instruction:  # a layer's weights copied out of the stack: dynamic in the
+        return "scan slicing"      # scan, static ("slice_bitcast_fusion") in an unrolled stack
     for name, pattern in CATEGORIES:
         if re.search(pattern, op_name):
             return name
